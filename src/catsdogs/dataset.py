@@ -1,0 +1,127 @@
+"""Input pipeline: the tutorial's split, every image decoded once into a uint8 cache, batches from memory.
+
+The tutorial decodes and resizes every JPEG again in every epoch. Here each image is decoded once per
+(cleaned folder, image size), in parallel, into a uint8 .npy file that later runs and experiments reuse;
+batches are gathered from it, memory-mapped, so the OS keeps it in RAM when it fits and pages it when
+it does not. Augmentation happens inside the model (catsdogs.augment), on the accelerator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+from tqdm import tqdm
+
+from catsdogs import atomic, images
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Split:
+    """The tutorial's two subsets, as indices into `paths` (the folder's images in sorted order)."""
+
+    paths: list[str]
+    labels: np.ndarray
+    class_names: list[str]
+    train: np.ndarray
+    val: np.ndarray
+
+
+def split(directory: str | os.PathLike, validation_split: float, seed: int) -> Split:
+    """The files `image_dataset_from_directory(validation_split, subset="both", seed)` puts in each subset."""
+    shuffled, labels, names = images.index(directory, seed)
+    (train_paths, _), (val_paths, _) = images.split(shuffled, labels, validation_split)
+    paths = sorted(shuffled)
+    position = {path: i for i, path in enumerate(paths)}
+    by_path = dict(zip(shuffled, labels))
+    return Split(
+        paths=paths,
+        labels=np.asarray([by_path[p] for p in paths], dtype=np.int32),
+        class_names=names,
+        train=np.asarray([position[p] for p in train_paths], dtype=np.int64),
+        val=np.asarray([position[p] for p in val_paths], dtype=np.int64),
+    )
+
+
+def _cache_key(directory: Path, paths: list[str], size) -> str:
+    digest = hashlib.sha256(f"{size[0]}x{size[1]}".encode())
+    for path in paths:
+        st = (directory / path).stat()
+        digest.update(f"\0{path}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def load_images(directory: str | os.PathLike, paths: list[str], size, cache_dir: str | os.PathLike) -> np.ndarray:
+    """All `paths` decoded to uint8 (N, height, width, 3), memory-mapped from the cache.
+
+    The cache file is named after the image size and every file's name, size and mtime, so a changed
+    folder or image size gets a new one; stale ones are removed. It is written under a temporary name
+    and renamed when complete, so an interrupted decode is never mistaken for a cache.
+    """
+    directory, cache_dir = Path(directory), Path(cache_dir)
+    size = tuple(size)
+    cache = cache_dir / f"images-{size[0]}x{size[1]}-{_cache_key(directory, paths, size)}.npy"
+    if cache.exists():
+        log.info("reusing decoded images from %s", cache)
+        return np.load(cache, mmap_mode="r")
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    for stale in cache_dir.glob("images-*.npy"):
+        stale.unlink()
+    with atomic.atomic_path(cache, suffix=".npy") as tmp:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), *size, 3))
+
+        def decode_into(i: int) -> None:
+            array[i] = images.decode_file(directory / paths[i], size)
+
+        # Pillow releases the GIL while decoding and resizing, so threads use every core.
+        with ThreadPoolExecutor(os.cpu_count()) as pool:
+            for _ in tqdm(pool.map(decode_into, range(len(paths))), total=len(paths), desc="decode", unit="img"):
+                pass
+        array.flush()
+        del array
+    log.info("decoded %d images once into %s", len(paths), cache)
+    return np.load(cache, mmap_mode="r")
+
+
+class Batches(keras.utils.PyDataset):
+    """Batches of (uint8 images, labels) gathered from the decoded array, reshuffled every epoch.
+
+    The order of epoch e depends only on (seed, e), so a run resumed at epoch e sees the same batches.
+    """
+
+    def __init__(self, array, labels, indices, batch_size: int, shuffle: bool, seed: int, **kwargs):
+        super().__init__(**kwargs)
+        self.array, self.labels = array, labels
+        self.indices = np.asarray(indices)
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.epoch = 0
+        self._order = self._order_for(0)
+
+    def _order_for(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return self.indices
+        return np.random.default_rng([self.seed, epoch]).permutation(self.indices)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self._order = self._order_for(epoch)
+
+    def __len__(self) -> int:
+        return -(-len(self.indices) // self.batch_size)
+
+    def __getitem__(self, i: int):
+        # Sorted reads are faster from a memory map, and the order within a batch does not matter.
+        batch = np.sort(self._order[i * self.batch_size : (i + 1) * self.batch_size])
+        return self.array[batch], self.labels[batch]
+
+    def on_epoch_end(self) -> None:
+        self.set_epoch(self.epoch + 1)

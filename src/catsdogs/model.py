@@ -1,0 +1,106 @@
+"""The one model builder: the tutorial's small Xception, with its widths as parameters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import layers
+
+from catsdogs.augment import Augment
+from catsdogs.errors import UserError
+
+
+def build(image_size, num_classes: int, model_params, augment_params, seed: int) -> keras.Model:
+    """The tutorial's `make_model`, taking uint8 images and augmenting them inside the model.
+
+    Two classes give one logit (binary cross-entropy), more give one logit per class (softmax).
+    """
+    inputs = keras.Input(shape=(*image_size, 3), dtype="uint8", name="image")
+    x = Augment(flip=augment_params.flip, rotation=augment_params.rotation, seed=seed, name="augment")(inputs)
+    x = layers.Rescaling(1.0 / 255)(x)
+
+    # Entry block
+    x = layers.Conv2D(model_params.entry_width, 3, strides=2, padding="same")(x)
+    x = layers.BatchNormalization(momentum=model_params.bn_momentum)(x)
+    x = layers.Activation("relu")(x)
+
+    previous_block_activation = x  # Set aside residual
+
+    for size in model_params.block_widths:
+        x = layers.Activation("relu")(x)
+        x = layers.SeparableConv2D(size, 3, padding="same")(x)
+        x = layers.BatchNormalization(momentum=model_params.bn_momentum)(x)
+
+        x = layers.Activation("relu")(x)
+        x = layers.SeparableConv2D(size, 3, padding="same")(x)
+        x = layers.BatchNormalization(momentum=model_params.bn_momentum)(x)
+
+        x = layers.MaxPooling2D(3, strides=2, padding="same")(x)
+
+        # Project residual
+        residual = layers.Conv2D(size, 1, strides=2, padding="same")(previous_block_activation)
+        x = layers.add([x, residual])  # Add back residual
+        previous_block_activation = x  # Set aside next residual
+
+    x = layers.SeparableConv2D(model_params.exit_width, 3, padding="same")(x)
+    x = layers.BatchNormalization(momentum=model_params.bn_momentum)(x)
+    x = layers.Activation("relu")(x)
+
+    x = layers.GlobalAveragePooling2D()(x)
+    units = 1 if num_classes == 2 else num_classes
+    x = layers.Dropout(model_params.dropout)(x)
+    # Logits, in float32 even under mixed precision
+    outputs = layers.Dense(units, activation=None, dtype="float32", name="logits")(x)
+    return keras.Model(inputs, outputs, name="xception_small")
+
+
+def compile_for(model: keras.Model, num_classes: int, learning_rate) -> None:
+    """The tutorial's loss and metric ("acc") for two classes; their sparse softmax versions for more."""
+    if num_classes == 2:
+        loss = keras.losses.BinaryCrossentropy(from_logits=True)
+        metric = keras.metrics.BinaryAccuracy(name="acc")
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        metric = keras.metrics.SparseCategoricalAccuracy(name="acc")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=[metric])
+
+
+def probabilities(logits) -> np.ndarray:
+    """Class probabilities (N, num_classes) from the model's logits (one column means two classes)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.shape[1] == 1:
+        p1 = 1.0 / (1.0 + np.exp(-logits[:, 0]))
+        return np.stack([1.0 - p1, p1], axis=1)
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def load(path) -> keras.Model:
+    """Load a trained model with safe_mode=True (no arbitrary code from the file); UserError if unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: model not found (run the train stage first, or pass --model)")
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many kinds of errors for a bad file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: not a loadable Keras model ({first[:200]})") from None
+
+
+def load_classes(path, model: keras.Model) -> list[str]:
+    """The class names saved by the train stage, checked against the model's output."""
+    path = Path(path)
+    try:
+        names = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: class names not found (the train stage writes them beside the model)") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable class names ({exc})") from None
+    units = model.output_shape[-1]
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names) and len(names) >= 2
+            and units == (1 if len(names) == 2 else len(names))):
+        raise UserError(f"{path}: {names!r} does not match the model's {units} output(s)")
+    return names

@@ -1,0 +1,81 @@
+"""Evaluate stage: the trained model on the validation subset, as metrics and per-image predictions.
+
+Loads the model with safe_mode=True and scores exactly the validation files the train stage held out
+(same split params, same seed). Writes summary metrics for `dvc metrics`, and per-image predictions and
+the ROC curve for `dvc plots`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from catsdogs import atomic, dataset, metrics, params
+from catsdogs import model as model_lib
+from catsdogs.errors import UserError, run_main
+
+log = logging.getLogger("evaluate")
+
+
+def write_csv(path: Path, header: list[str], rows) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic.write_text(path, buffer.getvalue())
+
+
+@run_main
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", type=Path, help="cleaned image folder with one subfolder per class")
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--classes", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--predictions", type=Path, required=True, help="per-image CSV")
+    parser.add_argument("--roc", type=Path, required=True, help="ROC curve CSV (two classes)")
+    parser.add_argument("--cache", type=Path, required=True, help="decoded-image cache folder")
+    args = parser.parse_args(argv)
+    p = params.load()
+
+    model = model_lib.load(args.model)
+    class_names = model_lib.load_classes(args.classes, model)
+    if not args.data.is_dir():
+        raise UserError(f"{args.data}: cleaned image folder not found (run the filter stage first)")
+    data = dataset.split(args.data, p.data.validation_split, p.seed)
+    if data.class_names != class_names:
+        raise UserError(f"{args.data}: class folders {data.class_names} differ from the model's {class_names}")
+    image_size = model.input_shape[1:3]
+    array = dataset.load_images(args.data, data.paths, image_size, args.cache)
+    val = dataset.Batches(array, data.labels, data.val, p.data.batch_size, shuffle=False, seed=p.seed)
+
+    probs = model_lib.probabilities(model.predict(val, verbose=2))
+    labels = data.labels[data.val]
+    summary = metrics.classification(labels, probs, class_names)
+    true_prob = probs[np.arange(len(labels)), labels]
+    summary["loss"] = round(float(-np.mean(np.log(np.clip(true_prob, 1e-7, 1.0)))), 6)
+
+    predicted = probs.argmax(axis=1)
+    binary = len(class_names) == 2
+    write_csv(args.predictions, ["path", "actual", "predicted", "confidence", "score"], (
+        [data.paths[i], class_names[y], class_names[k], f"{probs[n, k]:.6f}", f"{probs[n, 1]:.6f}" if binary else ""]
+        for n, (i, y, k) in enumerate(zip(data.val, labels, predicted))
+    ))
+    if binary:
+        fpr, tpr, thresholds = metrics.roc_curve(labels == 1, probs[:, 1])
+        write_csv(args.roc, ["fpr", "tpr", "threshold"],
+                  ([f"{a:.6f}", f"{b:.6f}", f"{min(t, 1.0):.6f}"] for a, b, t in zip(fpr, tpr, thresholds)))
+    else:
+        write_csv(args.roc, ["fpr", "tpr", "threshold"], [])
+    atomic.write_json(args.metrics, summary)
+    log.info("validation: %d images, accuracy %.4f, loss %.4f, ROC AUC %.4f, F1 %.4f",
+             summary["images"], summary["accuracy"], summary["loss"], summary["roc_auc"], summary["f1"])
+
+
+if __name__ == "__main__":
+    main()
