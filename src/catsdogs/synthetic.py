@@ -197,7 +197,7 @@ def _render(rng: np.random.Generator, label: int, low: int, high: int) -> Image.
 
     # The figure: head units -> pixels through a random scale, rotation and position.
     polygons, holes = _figure(rng, label)
-    scale = side * rng.uniform(0.15, 0.23)
+    scale = side * rng.uniform(0.18, 0.26)
     turn = rng.uniform(-MAX_ROTATION, MAX_ROTATION)
     cx = rng.uniform(1.6 * scale, width - 1.6 * scale)
     cy = rng.uniform(1.6 * scale, height - 1.6 * scale)

@@ -1,0 +1,145 @@
+"""The filter stage on small hand-made archives: hostile names, reasons, counts, atomic outputs."""
+
+import csv
+import io
+import json
+import stat
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from catsdogs import archive
+from catsdogs.stages import filter as filter_stage
+from conftest import ROOT
+
+
+def jpeg(seed: int, **kwargs) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 255, (24, 24, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", **kwargs)
+    return buffer.getvalue()
+
+
+def make_zip(path: Path, members: dict[str, bytes], symlinks=()) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        for name in symlinks:
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, "/etc/passwd")
+    return path
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run_filter(workdir: Path, zip_path: Path, method="decode"):
+    text = (workdir / "params.yaml").read_text().replace("method: decode", f"method: {method}")
+    (workdir / "params.yaml").write_text(text)
+    filter_stage.main([str(zip_path), "--out", "data/clean", "--metrics", "metrics/filter.json",
+                       "--report", "metrics/filter_dropped.csv"])
+    report = list(csv.DictReader(open(workdir / "metrics/filter_dropped.csv")))
+    return json.loads((workdir / "metrics/filter.json").read_text()), report
+
+
+def test_hostile_names_never_leave_the_output_folder(workdir: Path):
+    good = jpeg(1)
+    zip_path = make_zip(workdir / "a.zip", {
+        "PetImages/Cat/1.jpg": good, "PetImages/Dog/1.jpg": good,
+        "../evil.jpg": good, "/abs/evil.jpg": good, "PetImages/Cat/../../evil2.jpg": good,
+        "PetImages/Cat/deeper/x.jpg": good, "PetImages/Cat/Thumbs.db": b"\xd0\xcf\x11\xe0",
+        "readme[1].txt": b"hello",
+    }, symlinks=["PetImages/Cat/link.jpg"])
+    summary, report = run_filter(workdir, zip_path)
+    assert sorted(p.relative_to(workdir).as_posix() for p in (workdir / "data").rglob("*") if p.is_file()) == [
+        "data/clean/PetImages/Cat/1.jpg", "data/clean/PetImages/Dog/1.jpg"]
+    assert not list(workdir.parent.glob("evil*")) and not Path("/abs/evil.jpg").exists()
+    reasons = {row["member"]: row["detail"] for row in report if row["reason"] == "ignored"}
+    assert reasons["../evil.jpg"] == "path escapes the archive ('..')"
+    assert reasons["/abs/evil.jpg"] == "absolute path"
+    assert reasons["PetImages/Cat/../../evil2.jpg"] == "path escapes the archive ('..')"
+    assert reasons["PetImages/Cat/link.jpg"] == "symlink entry"
+    assert reasons["PetImages/Cat/Thumbs.db"] == "not an image file name"
+    assert summary["kept"] == 2 and summary["ignored_members"] == 7
+
+
+def test_counts_per_reason_and_class(workdir: Path):
+    members = {f"PetImages/Cat/{i}.jpg": jpeg(i) for i in range(5)}
+    members |= {f"PetImages/Dog/{i}.jpg": jpeg(10 + i) for i in range(4)}
+    members["PetImages/Cat/5.jpg"] = b""
+    members["PetImages/Dog/4.jpg"] = jpeg(3)[:-300]
+    members["PetImages/Dog/5.jpg"] = b"plain text"
+    summary, report = run_filter(workdir, make_zip(workdir / "a.zip", members))
+    assert summary["kept_per_class"] == {"Cat": 5, "Dog": 4}
+    assert summary["dropped_per_reason"] == {"empty": 1, "not_an_image": 1, "corrupt": 0, "truncated": 1,
+                                             "too_large": 0}
+    assert {row["member"]: row["reason"] for row in report} == {
+        "PetImages/Cat/5.jpg": "empty", "PetImages/Dog/4.jpg": "truncated", "PetImages/Dog/5.jpg": "not_an_image"}
+    kept = workdir / "data/clean/PetImages/Cat/0.jpg"
+    assert kept.read_bytes() == members["PetImages/Cat/0.jpg"]  # original bytes, not re-encoded
+
+
+def test_jfif_method_counts_only_its_own_reason(workdir: Path):
+    members = {"PetImages/Cat/0.jpg": jpeg(0), "PetImages/Cat/1.jpg": b"", "PetImages/Dog/0.jpg": jpeg(1),
+               "PetImages/Dog/1.jpg": b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(100)}
+    summary, _ = run_filter(workdir, make_zip(workdir / "a.zip", members), method="jfif")
+    assert summary["dropped_per_reason"] == {"no_jfif": 1}
+    assert summary["kept_per_class"] == {"Cat": 1, "Dog": 2}  # keeps the corrupt JFIF file, as the tutorial does
+
+
+@pytest.mark.parametrize("members, message", [
+    ({"PetImages/Cat/0.jpg": jpeg(0)}, "at least two classes, found Cat"),
+    ({"images/Cat/0.jpg": jpeg(0), "images/Dog/0.jpg": jpeg(0)}, "found none"),
+])
+def test_archive_without_the_class_folders_is_an_error(workdir: Path, members, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        run_filter(workdir, make_zip(workdir / "a.zip", members))
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (workdir / "data").exists() and not (workdir / "metrics").exists()
+
+
+def test_class_left_empty_is_an_error_and_writes_nothing(workdir: Path, capsys):
+    members = {"PetImages/Cat/0.jpg": jpeg(0), "PetImages/Dog/0.jpg": b""}
+    with pytest.raises(SystemExit):
+        run_filter(workdir, make_zip(workdir / "a.zip", members))
+    assert "no usable image left in class folder(s) Dog" in capsys.readouterr().err
+    assert not (workdir / "data").exists() or not any((workdir / "data").iterdir())
+    assert not (workdir / "metrics").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a zip", None])
+def test_missing_truncated_or_corrupt_zip_is_a_clear_error(workdir: Path, content, capsys):
+    path = workdir / "a.zip"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(SystemExit):
+        run_filter(workdir, path)
+    err = capsys.readouterr().err
+    assert ("archive not found" if content is None else "not a readable zip archive") in err
+
+
+def test_truncated_zip_is_a_clear_error(workdir: Path, capsys):
+    path = make_zip(workdir / "a.zip", {f"PetImages/{c}/{i}.jpg": jpeg(i) for c in ("Cat", "Dog") for i in range(5)})
+    path.write_bytes(path.read_bytes()[:-200])
+    with pytest.raises(SystemExit):
+        run_filter(workdir, path)
+    assert "not a readable zip archive" in capsys.readouterr().err
+
+
+def test_list_members_sorts_images_from_the_rest(tmp_path: Path):
+    path = make_zip(tmp_path / "a.zip", {"PetImages/Cat/1.jpg": b"x", "PetImages/Dog/2.JPG": b"y",
+                                         "PetImages/.git/3.jpg": b"z", "CDLA-Permissive-2.0.pdf": b"%PDF"})
+    with archive.open_zip(path) as zf:
+        members = archive.list_members(zf)
+    assert members.images == [("PetImages/Cat/1.jpg", "Cat"), ("PetImages/Dog/2.JPG", "Dog")]
+    assert dict(members.ignored) == {"PetImages/.git/3.jpg": "hidden folder",
+                                     "CDLA-Permissive-2.0.pdf": "outside PetImages/<class>/"}

@@ -1,0 +1,104 @@
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from catsdogs import images
+
+BIG = 89_478_485
+
+
+def encode(fmt: str, size=(40, 30), mode="RGB", **kwargs) -> bytes:
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def test_good_images_are_kept_by_decode():
+    for data in (encode("JPEG"), encode("PNG"), encode("GIF", mode="P"), encode("BMP"), encode("PNG", mode="RGBA"),
+                 encode("JPEG", mode="L"), encode("JPEG", mode="CMYK")):
+        assert images.check(data, "decode", BIG) is None
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "empty"),
+        (b"hello, not an image", "not_an_image"),
+        (encode("JPEG")[:1000], "truncated"),
+        (encode("JPEG")[:20] + bytes(300), "corrupt"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(50), "corrupt"),
+    ],
+)
+def test_bad_files_get_a_specific_reason(data, reason):
+    assert images.check(data, "decode", BIG) == reason
+
+
+def test_declared_size_above_the_limit_is_a_bomb_and_is_not_decoded():
+    assert images.check(encode("PNG", size=(100, 100)), "decode", max_pixels=100 * 100 - 1) == "too_large"
+
+
+def test_jfif_method_is_the_tutorials_first_buffer_rule():
+    jpeg = encode("JPEG")
+    assert b"JFIF" in jpeg[:20]
+    assert images.check(jpeg, "jfif", BIG) is None
+    assert images.check(encode("PNG"), "jfif", BIG) == "no_jfif"
+    # "JFIF" anywhere in the first 4,096 bytes counts, even in a broken file; beyond that it does not.
+    assert images.check(bytes(4000) + b"JFIF", "jfif", BIG) is None
+    assert images.check(bytes(4093) + b"JFIF", "jfif", BIG) == "no_jfif"
+
+
+def test_the_window_is_what_peek_really_returns(tmp_path: Path):
+    path = tmp_path / "x.jpg"
+    path.write_bytes(bytes(10_000))
+    with open(path, "rb") as f:
+        assert len(f.peek(10)) == images.JFIF_WINDOW
+
+
+def test_decode_gives_uint8_rgb_of_the_requested_size():
+    for data in (encode("JPEG", size=(200, 120)), encode("PNG", mode="RGBA"), encode("GIF", mode="P")):
+        array = images.decode(data, (24, 32))
+        assert array.shape == (24, 32, 3) and array.dtype == np.uint8
+
+
+def write_folder(root: Path, layout: dict[str, list[str]]) -> None:
+    for cls, names in layout.items():
+        for name in names:
+            path = root / cls / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(encode("JPEG", size=(8, 8)))
+
+
+def test_index_lists_classes_and_image_files_like_keras(tmp_path: Path):
+    write_folder(tmp_path, {"Cat": ["2.jpg", "10.jpg", "a.PNG"], "Dog": ["1.jpeg", "sub/3.jpg"], ".hidden": ["x.jpg"]})
+    (tmp_path / "Cat" / "Thumbs.db").write_bytes(b"x")
+    paths, labels, names = images.index(tmp_path, seed=None, shuffle=False)
+    assert names == ["Cat", "Dog"]
+    assert paths == ["Cat/10.jpg", "Cat/2.jpg", "Cat/a.PNG", "Dog/1.jpeg", "Dog/sub/3.jpg"]
+    assert labels.tolist() == [0, 0, 0, 1, 1]
+
+
+def test_split_matches_keras_file_for_file(tmp_path: Path):
+    import keras
+
+    write_folder(tmp_path, {"Cat": [f"{i}.jpg" for i in range(23)], "Dog": [f"{i}.jpg" for i in range(19)],
+                            "Emu": [f"{i}.jpg" for i in range(7)]})
+    for seed in (1337, 7):
+        train_ds, val_ds = keras.utils.image_dataset_from_directory(
+            tmp_path, validation_split=0.2, subset="both", seed=seed, image_size=(8, 8), batch_size=4, verbose=False)
+        paths, labels, names = images.index(tmp_path, seed)
+        (train, train_labels), (val, val_labels) = images.split(paths, labels, 0.2)
+        assert [str(tmp_path / p) for p in train] == train_ds.file_paths
+        assert [str(tmp_path / p) for p in val] == val_ds.file_paths
+        assert names == train_ds.class_names
+        keras_val_labels = np.concatenate([y for _, y in val_ds.as_numpy_iterator()])
+        assert val_labels.tolist() == keras_val_labels.tolist()
+
+
+def test_split_refuses_an_empty_subset():
+    with pytest.raises(ValueError, match="empty subset"):
+        images.split(["a", "b"], np.array([0, 1]), 0.2)

@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+from catsdogs import metrics
+
+
+def test_auc_of_perfect_random_and_inverted_scores():
+    labels = np.array([0, 0, 1, 1])
+    assert metrics.roc_auc(labels, np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
+    assert metrics.roc_auc(labels, np.array([0.9, 0.8, 0.2, 0.1])) == 0.0
+    assert metrics.roc_auc(labels, np.array([0.5, 0.5, 0.5, 0.5])) == 0.5
+
+
+def test_auc_equals_the_pairwise_definition():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 300)
+    scores = np.round(rng.random(300), 2)  # with ties
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    pairwise = np.mean((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :]))
+    assert metrics.roc_auc(labels, scores) == pytest.approx(pairwise)
+
+
+def test_roc_curve_runs_from_origin_to_one_and_its_area_is_the_auc():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 200)
+    scores = np.round(rng.random(200) * 0.5 + labels * 0.3, 2)
+    fpr, tpr, thresholds = metrics.roc_curve(labels, scores)
+    assert (fpr[0], tpr[0]) == (0, 0) and (fpr[-1], tpr[-1]) == (1, 1)
+    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0) and np.all(np.diff(thresholds) < 0)
+    assert np.trapezoid(tpr, fpr) == pytest.approx(metrics.roc_auc(labels, scores))
+
+
+def test_classification_summary_for_two_classes():
+    labels = np.array([0, 0, 0, 1, 1, 1, 1, 1])
+    p_dog = np.array([0.1, 0.2, 0.7, 0.9, 0.8, 0.6, 0.4, 0.3])
+    summary = metrics.classification(labels, np.stack([1 - p_dog, p_dog], axis=1), ["Cat", "Dog"])
+    # dogs: tp=3 (0.9, 0.8, 0.6), fp=1 (0.7), fn=2
+    assert summary["accuracy"] == pytest.approx(5 / 8, abs=1e-6)
+    assert summary["precision"] == pytest.approx(3 / 4, abs=1e-6)
+    assert summary["recall"] == pytest.approx(3 / 5, abs=1e-6)
+    assert summary["f1"] == pytest.approx(2 * 0.75 * 0.6 / 1.35, abs=1e-6)
+    assert summary["per_class_accuracy"] == {"Cat": pytest.approx(2 / 3, abs=1e-6), "Dog": 0.6}
+    assert summary["images"] == 8 and 0 <= summary["roc_auc"] <= 1
+
+
+def test_classification_summary_for_three_classes_is_macro_averaged():
+    labels = np.array([0, 1, 2, 2])
+    probs = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8], [0.6, 0.2, 0.2]])
+    summary = metrics.classification(labels, probs, ["a", "b", "c"])
+    assert summary["accuracy"] == 0.75
+    assert summary["per_class_accuracy"] == {"a": 1.0, "b": 1.0, "c": 0.5}
+    assert summary["recall"] == pytest.approx(2.5 / 3, abs=1e-6)

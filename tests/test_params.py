@@ -1,0 +1,91 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from catsdogs import params
+from conftest import ROOT
+
+
+def raw() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def error_for(change) -> str:
+    data = raw()
+    change(data)
+    with pytest.raises(params.ParamsError) as info:
+        params.parse(data)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_committed_params_are_the_tutorial():
+    p = params.load(ROOT / "params.yaml")
+    assert p.epochs == 25 and p.seed == 1337
+    assert p.download.source == "url" and p.download.size == 824_887_076
+    assert p.data.image_size == [180, 180] and p.data.validation_split == 0.2 and p.data.batch_size == 128
+    assert (p.model.entry_width, p.model.block_widths, p.model.exit_width) == (128, [256, 512, 728], 1024)
+    assert p.model.dropout == 0.25 and p.train.learning_rate == 3e-4 and p.train.lr_schedule == "constant"
+    assert p.train.augment.flip and p.train.augment.rotation == 0.1
+
+
+def test_demo_overrides_are_valid():
+    from catsdogs.demo import merge
+
+    demo = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
+    p = params.parse(merge(raw(), demo))
+    assert p.download.source == "synthetic"
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda d: d.update(epochs="5"), ["epochs = '5'", "integer"]),
+        (lambda d: d.update(epochs=-1), ["epochs = -1", "greater than 0"]),
+        (lambda d: d.update(epochs=2.5), ["epochs = 2.5", "integer"]),
+        (lambda d: d["data"].update(batch_size=0), ["data.batch_size = 0", "greater than 0"]),
+        (lambda d: d["data"].update(image_size=[180]), ["data.image_size = [180]", "2"]),
+        (lambda d: d["data"].update(image_size=[180, -5]), ["data.image_size.1 = -5", "greater than 0"]),
+        (lambda d: d["data"].update(validation_split=1.0), ["data.validation_split = 1.0", "less than 1"]),
+        (lambda d: d["data"].update(validation_split=0), ["data.validation_split = 0", "greater than 0"]),
+        (lambda d: d.update(epoch=3), ["unknown key 'epoch'", "allowed here: epochs, seed"]),
+        (lambda d: d["train"].update(lr=0.1), ["unknown key 'train.lr'", "learning_rate"]),
+        (lambda d: d["filter"].update(method="magic"), ["filter.method = 'magic'", "'decode' or 'jfif'"]),
+        (lambda d: d["download"].update(source="ftp"), ["download.source = 'ftp'", "'url' or 'synthetic'"]),
+        (lambda d: d["train"].update(learning_rate=0.0), ["train.learning_rate = 0.0", "greater than 0"]),
+        (lambda d: d["train"].update(learning_rate="3e-4"), ["train.learning_rate = '3e-4'", "3.0e-4"]),
+        (lambda d: d["train"].update(lr_schedule="step"), ["train.lr_schedule = 'step'", "constant"]),
+        (lambda d: d.pop("seed"), ["missing required key 'seed'"]),
+        (lambda d: d["download"].update(sha256="abc"), ["download.sha256 = 'abc'", "pattern"]),
+        (lambda d: d["train"]["augment"].update(flip=1), ["train.augment.flip = 1", "boolean"]),
+        (lambda d: d["train"].update(warmup_epochs=25), ["warmup_epochs (25)", "smaller than epochs (25)"]),
+        (lambda d: d["download"]["synthetic"].update(image_size=[64, 32]), ["[smallest, largest]"]),
+    ],
+)
+def test_bad_values_name_key_value_and_rule(change, expected):
+    message = error_for(change)
+    assert message.startswith("params.yaml: ")
+    for part in expected:
+        assert part in message
+
+
+def test_several_problems_are_counted_in_one_line():
+    message = error_for(lambda d: d.update(epochs=0, seed=-1))
+    assert "(and 1 more problem)" in message
+
+
+def test_malformed_yaml_names_the_line(tmp_path: Path):
+    path = tmp_path / "params.yaml"
+    path.write_text("epochs: 3\ndata: [unclosed\n")
+    with pytest.raises(params.ParamsError, match=r"malformed YAML at line \d+, column \d+"):
+        params.load(path)
+
+
+def test_missing_file_and_non_mapping(tmp_path: Path):
+    with pytest.raises(params.ParamsError, match="file not found"):
+        params.load(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("- a list\n")
+    with pytest.raises(params.ParamsError, match="expected a mapping"):
+        params.load(tmp_path / "params.yaml")

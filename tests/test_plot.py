@@ -1,0 +1,145 @@
+"""The plot stage on tiny real inputs: JPEGs, CSVs as the train and evaluate stages write them, a saved model."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from catsdogs import dataset, metrics, params
+from catsdogs import model as model_lib
+from catsdogs.stages import plot
+
+REPO = Path(__file__).resolve().parents[1]
+FIGURES = ["train_images.png", "augmented.png", "training_curves.png", "confusion_matrix.png", "roc.png",
+           "most_wrong.png", "architecture.png"]
+
+
+@dataclass
+class Inputs:
+    root: Path
+    images: Path
+    log: Path
+    predictions: Path
+    roc: Path
+    model: Path
+
+
+def write_csv(path: Path, header, rows) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def prediction_rows(data: dataset.Split, wrong_every: int | None):
+    """One row per validation image, as the evaluate stage writes them; every `wrong_every`-th one wrong."""
+    rows = []
+    for n, i in enumerate(data.val):
+        actual = int(data.labels[i])
+        predicted = 1 - actual if wrong_every and n % wrong_every == 0 else actual
+        confidence = 0.55 + 0.4 * n / len(data.val)
+        score = confidence if predicted == 1 else 1 - confidence
+        rows.append([data.paths[i], data.class_names[actual], data.class_names[predicted], confidence, score])
+    return rows
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Inputs:
+    root = tmp_path_factory.mktemp("inputs")
+    raw = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    raw["epochs"] = 3
+    raw["data"] = {"image_size": [32, 32], "validation_split": 0.4, "batch_size": 4}
+    raw["model"].update(entry_width=4, block_widths=[8], exit_width=8)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
+    p = params.load(root / "params.yaml")
+
+    images = root / "PetImages"
+    rng = np.random.default_rng(0)
+    for cls in ("Cat", "Dog"):
+        (images / cls).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(images / cls / f"{i}.jpg")
+
+    log = write_csv(root / "train_log.csv", ["epoch", "acc", "learning_rate", "loss", "seconds", "val_acc", "val_loss"],
+                    [[e, 0.5 + 0.1 * e, 3e-4, 0.7 - 0.1 * e, 1.5, 0.45 + 0.1 * e, 0.75 - 0.1 * e] for e in range(3)])
+    data = dataset.split(images, p.data.validation_split, p.seed)
+    rows = prediction_rows(data, wrong_every=2)
+    predictions = write_csv(root / "predictions.csv", plot.PREDICTION_COLUMNS, rows)
+    fpr, tpr, thresholds = metrics.roc_curve(np.array([r[1] == "Dog" for r in rows]), np.array([r[4] for r in rows]))
+    roc = write_csv(root / "roc.csv", ["fpr", "tpr", "threshold"], zip(fpr, tpr, thresholds))
+    model = model_lib.build(p.data.image_size, 2, p.model, p.train.augment, p.seed)
+    model.save(root / "model.keras")
+    return Inputs(root, images, log, predictions, roc, root / "model.keras")
+
+
+@pytest.fixture(autouse=True)
+def in_inputs(inputs, monkeypatch):
+    monkeypatch.chdir(inputs.root)  # params.load() reads ./params.yaml
+
+
+def run(inputs: Inputs, out: Path, predictions: Path | None = None) -> None:
+    plot.main([str(inputs.images), "--log", str(inputs.log), "--predictions", str(predictions or inputs.predictions),
+               "--roc", str(inputs.roc), "--model", str(inputs.model), "--out", str(out)])
+
+
+def assert_png(path: Path) -> None:
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert image.width >= 300 and image.height >= 140, image.size
+        image.load()  # decodes every byte: a truncated file fails here
+
+
+def test_writes_every_figure_deterministically(inputs, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    run(inputs, tmp_path / "a")
+    run(inputs, tmp_path / "b")
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(FIGURES)  # and no temporary file
+    for name in FIGURES:
+        assert_png(tmp_path / "a" / name)
+        assert f"wrote {tmp_path / 'a' / name}" in caplog.text
+    for name in FIGURES[:-1]:  # Graphviz' rendering, when present, is not matplotlib's to promise
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_missing_predictions_is_a_user_error(inputs, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run(inputs, tmp_path / "plots", predictions=tmp_path / "predictions.csv")
+    assert exit_info.value.code == 2
+    assert f"{tmp_path / 'predictions.csv'} not found: run the evaluate stage first" in capsys.readouterr().err
+    assert not (tmp_path / "plots").exists()  # inputs are checked before any figure is drawn
+
+
+def test_no_errors_still_writes_most_wrong(inputs, tmp_path):
+    p = params.load()
+    data = dataset.split(inputs.images, p.data.validation_split, p.seed)
+    all_right = write_csv(tmp_path / "predictions.csv", plot.PREDICTION_COLUMNS, prediction_rows(data, None))
+    run(inputs, tmp_path / "plots", predictions=all_right)
+    assert_png(tmp_path / "plots" / "most_wrong.png")
+
+
+def test_failed_diagram_falls_back_on_the_summary(inputs, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise OSError("dot crashed")
+
+    monkeypatch.setattr(plot.shutil, "which", lambda name: "/usr/bin/dot")
+    monkeypatch.setattr(plot.keras.utils, "plot_model", broken)
+    model = keras.saving.load_model(inputs.model, safe_mode=True)
+    target = tmp_path / "architecture.png"
+    assert not plot.architecture_diagram(model, target)
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+    plot.save(plot.model_summary(model), target)
+    assert_png(target)
+
+
+def test_roc_is_a_placeholder_without_two_classes(tmp_path):
+    plot.save(plot.roc([], [], ["Bird", "Cat", "Dog"]), tmp_path / "roc.png")
+    assert_png(tmp_path / "roc.png")
