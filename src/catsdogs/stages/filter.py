@@ -54,10 +54,9 @@ def _chunks(items, size):
         yield items[start : start + size]
 
 
-def filter_archive(zip_path: Path, out_dir: Path, method: str, max_pixels: int, workers: int):
-    """Check every class image of the archive into `out_dir`; returns (results, ignored members)."""
-    with zipped.open_zip(zip_path) as archive:
-        members = zipped.list_members(archive)
+def filter_archive(zip_path: Path, members: zipped.Members, out_dir: Path, method: str, max_pixels: int,
+                   workers: int):
+    """Check every class image of the archive, writing the kept ones into `out_dir`."""
     for cls in members.classes:
         (out_dir / zipped.IMAGES_ROOT / cls).mkdir(parents=True, exist_ok=True)
     workers = workers or os.cpu_count() or 1
@@ -70,7 +69,7 @@ def filter_archive(zip_path: Path, out_dir: Path, method: str, max_pixels: int, 
             for chunk_results in futures:
                 results.extend(chunk_results)
                 bar.update(len(chunk_results))
-    return results, members.ignored
+    return results
 
 
 def summarize(results, ignored, method: str, seconds: float) -> dict:
@@ -113,8 +112,11 @@ def main(argv=None) -> None:
     p = params.load().filter
 
     start = time.perf_counter()
+    with zipped.open_zip(args.archive) as archive:
+        members = zipped.list_members(archive)
+    ignored = members.ignored
     with atomic.atomic_dir(args.out) as tmp_out:
-        results, ignored = filter_archive(args.archive, tmp_out, p.method, p.max_pixels, p.workers)
+        results = filter_archive(args.archive, members, tmp_out, p.method, p.max_pixels, p.workers)
         summary = summarize(results, ignored, p.method, time.perf_counter() - start)
         empty = [cls for cls, n in summary["kept_per_class"].items() if n == 0]
         if empty:
