@@ -40,14 +40,23 @@ def write_csv(path: Path, header, rows) -> Path:
     return path
 
 
+def picture(rng) -> np.ndarray:
+    """A gradient with a coloured square: flips and rotations show, unlike on noise."""
+    image = np.zeros((40, 40, 3), dtype=np.uint8)
+    image[..., 0] = np.linspace(0, 255, 40, dtype=np.uint8)[None, :]
+    y, x = rng.integers(2, 22, 2)
+    image[y : y + 12, x : x + 12] = rng.integers(0, 256, 3)
+    return image
+
+
 def prediction_rows(data: dataset.Split, wrong_every: int | None):
     """One row per validation image, as the evaluate stage writes them; every `wrong_every`-th one wrong."""
     rows = []
     for n, i in enumerate(data.val):
         actual = int(data.labels[i])
         predicted = 1 - actual if wrong_every and n % wrong_every == 0 else actual
-        confidence = 0.55 + 0.4 * n / len(data.val)
-        score = confidence if predicted == 1 else 1 - confidence
+        confidence = round(0.55 + 0.4 * n / len(data.val), 4)
+        score = confidence if predicted == 1 else round(1 - confidence, 4)
         rows.append([data.paths[i], data.class_names[actual], data.class_names[predicted], confidence, score])
     return rows
 
@@ -57,7 +66,7 @@ def inputs(tmp_path_factory) -> Inputs:
     root = tmp_path_factory.mktemp("inputs")
     raw = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     raw["epochs"] = 3
-    raw["data"] = {"image_size": [32, 32], "validation_split": 0.4, "batch_size": 4}
+    raw["data"] = {"image_size": [32, 32], "validation_split": 0.5, "batch_size": 4}
     raw["model"].update(entry_width=4, block_widths=[8], exit_width=8)
     (root / "params.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
     p = params.load(root / "params.yaml")
@@ -66,8 +75,8 @@ def inputs(tmp_path_factory) -> Inputs:
     rng = np.random.default_rng(0)
     for cls in ("Cat", "Dog"):
         (images / cls).mkdir(parents=True)
-        for i in range(6):
-            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(images / cls / f"{i}.jpg")
+        for i in range(8):
+            Image.fromarray(picture(rng)).save(images / cls / f"{i}.jpg")
 
     log = write_csv(root / "train_log.csv", ["epoch", "acc", "learning_rate", "loss", "seconds", "val_acc", "val_loss"],
                     [[e, 0.5 + 0.1 * e, 3e-4, 0.7 - 0.1 * e, 1.5, 0.45 + 0.1 * e, 0.75 - 0.1 * e] for e in range(3)])

@@ -176,9 +176,9 @@ def _render(rng: np.random.Generator, label: int, low: int, high: int) -> Image.
     draw = ImageDraw.Draw(image)
 
     # Clutter behind the figure, in the figure's colour or another one: ellipses, boxes, lines, triangles.
-    for _ in range(rng.integers(1, 6)):
+    for _ in range(rng.integers(0, 5)):
         shape = rng.integers(4)
-        colour = fg if rng.random() < 0.5 else rng.uniform(0, 255, size=3)
+        colour = fg if rng.random() < 0.35 else rng.uniform(0, 255, size=3)
         colour = tuple(int(c) for c in colour)
         cx, cy = rng.uniform(0, width), rng.uniform(0, height)
         r = side * rng.uniform(0.04, 0.13)

@@ -2,8 +2,8 @@
 
 Draws a sample of training images and augmented versions of one of them (the tutorial's two figures), the
 training curves, the confusion matrix, the ROC curve, the most confidently wrong validation images and the
-model's architecture. Every random choice is seeded and no file carries a timestamp or version tag, so the
-same inputs give the same PNGs.
+model's architecture. Every random choice is seeded and matplotlib's files carry no version tag, so the same
+inputs give the same PNGs.
 """
 
 from __future__ import annotations
@@ -11,11 +11,14 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import os
 import shutil
 from pathlib import Path
+from unittest import mock
 
 import keras
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -54,9 +57,10 @@ def save(fig: Figure, path: Path) -> None:
 
 
 def image_grid(pictures, titles=None, suptitle: str | None = None) -> Figure:
-    """The tutorial's 3x3 grid of images, filled from the top left."""
-    fig = Figure(figsize=(10, 10), layout="constrained")
-    for i, ax in enumerate(fig.subplots(GRID, GRID).flat):
+    """The tutorial's 3x3 grid of images, filled from the top left; rows left empty are not drawn."""
+    rows = -(-len(pictures) // GRID)
+    fig = Figure(figsize=(10, 10 * rows / GRID + (0.4 if suptitle else 0)), layout="constrained")
+    for i, ax in enumerate(fig.subplots(rows, GRID, squeeze=False).flat):
         ax.axis("off")
         if i < len(pictures):
             ax.imshow(pictures[i])
@@ -68,12 +72,11 @@ def image_grid(pictures, titles=None, suptitle: str | None = None) -> Figure:
 
 def text_figure(text: str, monospace: bool = False) -> Figure:
     """A figure that says something in words, sized to the text (placeholders, the model summary)."""
-    lines = text.splitlines() or [""]
-    fontsize = 9 if monospace else 14
-    char_in, line_in = 0.6 * fontsize / 72, 1.25 * fontsize / 72  # glyph width and line height, in inches
-    fig = Figure(figsize=(max(4.0, char_in * max(map(len, lines)) + 0.6), max(2.0, line_in * len(lines) + 0.6)))
-    fig.text(0.5, 0.5, "\n".join(lines), ha="center", va="center", multialignment="left", fontsize=fontsize,
-             family="monospace" if monospace else None)
+    fig = Figure()
+    label = fig.text(0.5, 0.5, text, ha="center", va="center", multialignment="left",
+                     fontsize=9 if monospace else 14, family="monospace" if monospace else None)
+    box = label.get_window_extent(FigureCanvasAgg(fig).get_renderer())  # pixels, centred: resizing keeps it so
+    fig.set_size_inches(max(4.0, box.width / fig.dpi + 0.6), max(2.0, box.height / fig.dpi + 0.6))
     return fig
 
 
@@ -183,8 +186,11 @@ def architecture_diagram(model: keras.Model, path: Path) -> bool:
 
 
 def model_summary(model: keras.Model) -> Figure:
+    """Keras sizes the table to the terminal and rich crops it at its console's width (80 columns off a
+    terminal, cutting off "Connected to"): one fixed COLUMNS for both gives the whole table, in any shell."""
     lines: list[str] = []
-    model.summary(line_length=110, print_fn=lambda text, **_: lines.append(text))
+    with mock.patch.dict(os.environ, {"COLUMNS": "140"}):
+        model.summary(print_fn=lambda text, **_: lines.append(text))
     return text_figure("\n".join(lines).rstrip(), monospace=True)
 
 

@@ -1,0 +1,100 @@
+"""The pipeline through the real `dvc` CLI in temporary git repositories, on small synthetic archives."""
+
+import json
+import sys
+import zipfile
+from collections import Counter
+
+import pytest
+import yaml
+
+from catsdogs import images, synthetic
+from conftest import TINY_DATA, TINY_TRAINING, dvc, run, set_params
+
+ARCHIVE = "data/raw/kagglecatsanddogs_5340.zip"
+
+
+def ran(result) -> set[str]:
+    """Names of the stages a `dvc repro`/`dvc exp run` actually ran."""
+    return {line.split("'")[1] for line in (result.stdout + result.stderr).splitlines()
+            if line.startswith("Running stage '")}
+
+
+def expected_drops(archive_path, method: str) -> Counter:
+    """What the filter must drop, computed independently: the generator's own record for `decode`,
+    the raw bytes for `jfif`."""
+    s = TINY_DATA["download"]["synthetic"]
+    if method == "decode":
+        odd = synthetic.generate(archive_path.parent / "again.zip", images_per_class=s["images_per_class"],
+                                 image_size=s["image_size"], pathology_rate=s["pathology_rate"], seed=s["seed"],
+                                 progress=False)
+        return Counter(synthetic.PATHOLOGIES[kind]["decode"] for kind in odd.values()
+                       if synthetic.PATHOLOGIES[kind]["decode"])
+    with zipfile.ZipFile(archive_path) as zf:
+        return Counter("no_jfif" for name in zf.namelist()
+                       if name.startswith("PetImages/") and images.is_image_name(name)
+                       and b"JFIF" not in zf.read(name)[:4096])
+
+
+def test_repro_filter_on_synthetic_archive(repo):
+    set_params(repo, TINY_DATA)
+    result = dvc("repro", "filter", cwd=repo)
+    assert ran(result) == {"download", "filter"}
+    summary = json.loads((repo / "metrics/filter.json").read_text())
+    expected = expected_drops(repo / ARCHIVE, "decode")
+    assert sum(expected.values()) >= 4  # the archive really has odd files in it
+    assert {r: n for r, n in summary["dropped_per_reason"].items() if n} == dict(expected)
+    kept = sorted(p.name for p in (repo / "data/clean/PetImages").rglob("*.jpg"))
+    assert len(kept) == summary["kept"] == summary["images"] - sum(expected.values())
+    assert summary["ignored_members"] == 4  # two Thumbs.db, the licence and the readme
+
+    assert ran(dvc("repro", "filter", cwd=repo)) == set()
+    assert "up to date" in dvc("status", cwd=repo).stdout
+
+    set_params(repo, {"filter": {"method": "jfif"}})
+    result = dvc("repro", "filter", cwd=repo)
+    assert ran(result) == {"filter"}
+    summary = json.loads((repo / "metrics/filter.json").read_text())
+    assert summary["dropped_per_reason"] == dict(expected_drops(repo / ARCHIVE, "jfif"))
+
+
+@pytest.mark.slow
+def test_whole_pipeline_then_an_experiment(repo, tmp_path):
+    set_params(repo, TINY_DATA | TINY_TRAINING)
+    run("git", "commit", "-qam", "tiny params", cwd=repo)
+    result = dvc("repro", cwd=repo)
+    assert ran(result) == {"download", "filter", "train", "evaluate", "plot"}
+
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        for section in ("outs", "metrics", "plots"):
+            for out in stage.get(section, []):
+                path = next(iter(out)) if isinstance(out, dict) else out
+                assert (repo / path).exists(), f"{name}: {path} missing"
+    assert len(list((repo / "models/checkpoints").glob("save_at_*.keras"))) == 2
+
+    m = json.loads((repo / "metrics/metrics.json").read_text())
+    assert 0 <= m["accuracy"] <= 1 and 0 <= m["roc_auc"] <= 1 and m["loss"] > 0
+    assert m["images"] == int(0.2 * json.loads((repo / "metrics/filter.json").read_text())["kept"])
+    assert set(m["per_class_accuracy"]) == {"Cat", "Dog"}
+    train = json.loads((repo / "metrics/train.json").read_text())
+    assert train["epochs"] == 2 and train["train_images_per_second"] > 0
+
+    html = dvc("plots", "show", "-o", str(tmp_path / "plots"), cwd=repo)
+    page = (tmp_path / "plots" / "index.html").read_text()
+    assert "train_log.csv" in page and "roc.csv" in page and "confusion_matrix.png" in page, html.stdout
+
+    assert ran(dvc("repro", cwd=repo)) == set()
+
+    result = dvc("exp", "run", "-S", "epochs=3", cwd=repo)
+    assert ran(result) == {"train", "evaluate", "plot"}
+    assert json.loads((repo / "metrics/train.json").read_text())["epochs"] == 3
+    shown = dvc("exp", "show", "--json", cwd=repo).stdout
+    assert '"epochs": 3' in shown.replace(" ", "").replace('"epochs":3', '"epochs": 3')
+
+    # predict on one of the synthetic images, through the installed console command
+    image = next((repo / "data/clean/PetImages/Dog").glob("*.jpg"))
+    out = run(sys.executable, "-m", "catsdogs.cli", "predict", str(image), cwd=repo).stdout.strip()
+    assert out.startswith(f"{image}: This image is ") and out.endswith("% dog.")
+    cat, dog = [float(word.rstrip("%")) for word in out.split() if word.endswith("%")]
+    assert abs(cat + dog - 100) <= 0.011

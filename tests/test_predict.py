@@ -1,0 +1,117 @@
+"""`catsdogs predict` with a tiny real model: sentences, JSON, and every kind of bad input."""
+
+import io
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from catsdogs import cli
+from catsdogs import model as model_lib
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("model")
+    widths = SimpleNamespace(entry_width=4, block_widths=[8], exit_width=8, dropout=0.25, bn_momentum=0.9)
+    model = model_lib.build((32, 32), 2, widths, SimpleNamespace(flip=True, rotation=0.1), seed=1)
+    model.save(folder / "model.keras")
+    (folder / "classes.json").write_text('["Cat", "Dog"]')
+    return folder
+
+
+def photo(path, size=(50, 40), fmt="JPEG"):
+    pixels = np.random.default_rng(len(str(path))).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, fmt)
+    return path
+
+
+def predict(trained, *args, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["predict", "--model", str(trained / "model.keras"), "--classes", str(trained / "classes.json"),
+                  *map(str, args)])
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+def percentages(line: str) -> list[float]:
+    return [float(word.rstrip("%")) for word in line.split() if word.endswith("%")]
+
+
+def test_one_sentence_per_image_with_percentages_summing_to_100(trained, tmp_path, capsys):
+    a, b = photo(tmp_path / "a.jpg"), photo(tmp_path / "b.png", fmt="PNG")
+    code, out, _ = predict(trained, a, b, capsys=capsys)
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert [line.split(": ")[0] for line in lines] == [str(a), str(b)]
+    for line in lines:
+        assert "This image is " in line and "% cat and " in line and line.endswith("% dog.")
+        assert abs(sum(percentages(line)) - 100) <= 0.011
+
+
+def test_json_output(trained, tmp_path, capsys):
+    code, out, _ = predict(trained, "--json", photo(tmp_path / "a.jpg"), capsys=capsys)
+    assert code == 0
+    [result] = json.loads(out)
+    assert set(result["probabilities"]) == {"Cat", "Dog"}
+    assert sum(result["probabilities"].values()) == pytest.approx(1, abs=1e-5)
+    assert result["predicted"] == max(result["probabilities"], key=result["probabilities"].get)
+
+
+def test_class_names_come_from_training(trained, tmp_path, capsys):
+    (tmp_path / "model.keras").write_bytes((trained / "model.keras").read_bytes())
+    (tmp_path / "classes.json").write_text('["Hamster", "Parrot"]')
+    with pytest.raises(SystemExit):
+        cli.main(["predict", "--model", str(tmp_path / "model.keras"), "--classes", str(tmp_path / "classes.json"),
+                  str(photo(tmp_path / "a.jpg"))])
+    assert "% hamster and " in capsys.readouterr().out
+
+
+def test_folder_with_bad_files_reports_them_and_predicts_the_rest(trained, tmp_path, capsys):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    photo(folder / "good.jpg")
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.txt").write_text("not an image")
+    code, out, err = predict(trained, folder, capsys=capsys)
+    assert code == 2
+    assert out.strip().splitlines()[0].startswith(f"{folder / 'good.jpg'}: This image is")
+    assert f"{folder / 'empty.jpg'}: skipped: empty" in err
+    assert f"{folder / 'notes.txt'}: skipped: not_an_image" in err
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing path", "no such file or folder"),
+    ("folder without images", "no image files in this folder"),
+    ("non-image", "skipped: not_an_image"),
+    ("no model", "model not found"),
+    ("corrupt model", "not a loadable Keras model"),
+    ("huge image", "skipped: too_large"),
+])
+def test_bad_input_is_a_clear_message_and_exit_code_2(trained, tmp_path, capsys, monkeypatch, case, message):
+    target = photo(tmp_path / "ok.jpg")
+    model_dir = trained
+    if case == "missing path":
+        target = tmp_path / "nope.jpg"
+    elif case == "folder without images":
+        target = tmp_path / "empty_folder"
+        target.mkdir()
+        (target / "readme.txt").write_text("x")
+    elif case == "non-image":
+        target = tmp_path / "fake.jpg"
+        target.write_text("hello")
+    elif case in ("no model", "corrupt model"):
+        model_dir = tmp_path / "models"
+        model_dir.mkdir()
+        (model_dir / "classes.json").write_text('["Cat", "Dog"]')
+        if case == "corrupt model":
+            (model_dir / "model.keras").write_bytes(b"PK\x03\x04 definitely not a keras file")
+    elif case == "huge image":
+        monkeypatch.setattr("catsdogs.predict.MAX_PIXELS", 49 * 40)
+        monkeypatch.setattr("catsdogs.predict.predict.__defaults__", (64, 49 * 40))
+    code, out, err = predict(model_dir, target, capsys=capsys)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
