@@ -49,7 +49,7 @@ def test_repro_filter_on_synthetic_archive(repo):
     assert summary["ignored_members"] == 4  # two Thumbs.db, the licence and the readme
 
     assert ran(dvc("repro", "filter", cwd=repo)) == set()
-    assert "up to date" in dvc("status", cwd=repo).stdout
+    assert "up to date" in dvc("status", "filter", cwd=repo).stdout
 
     set_params(repo, {"filter": {"method": "jfif"}})
     result = dvc("repro", "filter", cwd=repo)
@@ -82,7 +82,10 @@ def test_whole_pipeline_then_an_experiment(repo, tmp_path):
 
     html = dvc("plots", "show", "-o", str(tmp_path / "plots"), cwd=repo)
     page = (tmp_path / "plots" / "index.html").read_text()
-    assert "train_log.csv" in page and "roc.csv" in page and "confusion_matrix.png" in page, html.stdout
+    for title in ("Loss per epoch", "Accuracy per epoch", "Confusion matrix", "ROC curve"):
+        assert title in page, html.stdout
+    for png in ("train_images", "augmented", "training_curves", "confusion_matrix", "roc", "most_wrong"):
+        assert f"metrics_plots_{png}.png" in page
 
     assert ran(dvc("repro", cwd=repo)) == set()
 
