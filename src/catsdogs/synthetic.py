@@ -38,7 +38,7 @@ PATHOLOGIES = {
     },
     "truncated_jpeg": {
         "decode": "truncated",
-        "description": "a JFIF JPEG cut off inside its image data; the jfif check keeps it",
+        "description": "a JFIF JPEG cut off 30-70% into its image data; the jfif check keeps it",
     },
     "exif_jpeg": {
         "decode": None,
@@ -98,7 +98,7 @@ def _member(label: int, index: int) -> str:
     return f"PetImages/{CLASSES[label]}/{index}.jpg"
 
 
-def plan(*, images_per_class: int, image_size, pathology_rate: float, seed: int, **_) -> dict[str, str]:
+def plan(*, images_per_class: int, image_size, pathology_rate: float, seed: int) -> dict[str, str]:
     """Which members generate() will replace by odd files, without drawing anything.
 
     About pathology_rate of all images, split evenly between the classes, each kind equally often, so
@@ -265,8 +265,8 @@ def _odd_file(kind: str, rng: np.random.Generator, image: Image.Image) -> bytes:
         _, _, app0_end = segments[0]  # Pillow writes APP0 JFIF first; swap it for APP1 Exif
         return b"\xff\xd8\xff\xe1" + struct.pack(">H", len(_EXIF) + 2) + _EXIF + jpeg[app0_end:]
     if kind == "truncated_jpeg":
-        _, _, scan_start = segments[-1]
-        return jpeg[: max(scan_start + 16, int(len(jpeg) * rng.uniform(0.3, 0.7)))]
+        _, _, scan = segments[-1]  # cut inside the image data, so the headers still open
+        return jpeg[: scan + int((len(jpeg) - scan) * rng.uniform(0.3, 0.7))]
     if kind == "corrupt_jfif":
         (offset,) = [start for marker, start, _ in segments if marker == 0xC0]
         frame = bytearray(jpeg)

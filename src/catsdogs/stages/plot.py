@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from catsdogs import atomic, augment, dataset, images, metrics, params
+from catsdogs import model as model_lib
 from catsdogs.errors import UserError, run_main
 
 log = logging.getLogger("plot")
@@ -209,7 +210,7 @@ def main(argv=None) -> None:
     train_log = read_csv(args.log, "train", TRAIN_LOG_COLUMNS)
     predictions = read_csv(args.predictions, "evaluate", PREDICTION_COLUMNS)
     curve = read_csv(args.roc, "evaluate", ROC_COLUMNS)
-    require(args.model, "train")
+    model = model_lib.load(args.model)
     out, size = args.out, tuple(p.data.image_size)
 
     data = dataset.split(args.data, p.data.validation_split, p.seed)
@@ -223,7 +224,6 @@ def main(argv=None) -> None:
     save(roc(curve, predictions, data.class_names), out / "roc.png")
     save(most_wrong(predictions, args.data, size), out / "most_wrong.png")
 
-    model = keras.saving.load_model(args.model, safe_mode=True)  # importing catsdogs.augment registered Augment
     if not architecture_diagram(model, out / "architecture.png"):
         save(model_summary(model), out / "architecture.png")
 

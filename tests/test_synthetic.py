@@ -1,0 +1,304 @@
+"""The offline archive: shaped like the real one, reproducible, broken exactly as declared, learnable by shape only."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from catsdogs import images, synthetic
+from catsdogs.synthetic import PATHOLOGIES
+
+MAX_PIXELS = 89478485
+SMALL = dict(images_per_class=40, image_size=[32, 48], pathology_rate=0.2, seed=3)
+
+
+def _sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _members(path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def _is_plain_jfif_jpeg(data: bytes) -> bool:
+    """What the real archive's good files are: a baseline JPEG starting with an APP0 JFIF segment."""
+    return data[:4] == b"\xff\xd8\xff\xe0" and data[6:11] == b"JFIF\x00"
+
+
+def _best_threshold_accuracy(values, labels) -> float:
+    """Accuracy of the best single threshold on `values` (either direction): 0.5 means no information."""
+    order = np.argsort(values, kind="stable")
+    labels = np.asarray(labels)[order]
+    ones_below = np.concatenate([[0], np.cumsum(labels)])  # class-1 items at or below each cut
+    zeros_below = np.arange(len(labels) + 1) - ones_below
+    correct = zeros_below + (labels.sum() - ones_below)  # class 0 below the cut, class 1 above it
+    return float(max(correct.max(), (len(labels) - correct).max()) / len(labels))
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    path = tmp_path_factory.mktemp("synthetic") / "archive.zip"
+    odd = synthetic.generate(path, **SMALL, progress=False)
+    return path, odd
+
+
+def test_layout_is_like_the_real_archive(small):
+    path, _ = small
+    n = SMALL["images_per_class"]
+    expected = ["CDLA-Permissive-2.0.pdf"]
+    for cls in ("Cat", "Dog"):
+        expected += [f"PetImages/{cls}/{i}.jpg" for i in range(n)] + [f"PetImages/{cls}/Thumbs.db"]
+    expected.append("readme[1].txt")
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+        assert [info.filename for info in infos] == expected
+        assert archive.testzip() is None
+        for info in infos:
+            assert info.date_time == synthetic.ZIP_DATE
+            jpg = info.filename.endswith(".jpg")
+            assert info.compress_type == (zipfile.ZIP_STORED if jpg else zipfile.ZIP_DEFLATED)
+        for cls in ("Cat", "Dog"):
+            thumbs = archive.read(f"PetImages/{cls}/Thumbs.db")
+            assert thumbs.startswith(bytes.fromhex("d0cf11e0a1b11ae1"))
+            assert images.check(thumbs, "decode", MAX_PIXELS) == "not_an_image"
+        pdf = archive.read("CDLA-Permissive-2.0.pdf")
+        assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
+        assert b"Placeholder for CDLA-Permissive-2.0.pdf" in pdf
+        assert b"seed: 3" in archive.read("readme[1].txt")
+
+
+def test_same_arguments_give_the_same_bytes(small, tmp_path):
+    path, odd = small
+    again = tmp_path / "again.zip"
+    assert synthetic.generate(again, **SMALL, progress=False) == odd
+    assert _sha256(again) == _sha256(path)
+    other = tmp_path / "other.zip"
+    synthetic.generate(other, **{**SMALL, "seed": 4}, progress=False)
+    assert _sha256(other) != _sha256(path)
+
+
+def test_images_do_not_depend_on_the_pathology_rate(small, tmp_path):
+    """Mixing in odd files replaces some images; it does not redraw the others."""
+    path, odd = small
+    clean = tmp_path / "clean.zip"
+    assert synthetic.generate(clean, **{**SMALL, "pathology_rate": 0.0}, progress=False) == {}
+    broken, intact = _members(path), _members(clean)
+    same = [name for name in intact if name.endswith(".jpg") and name not in odd]
+    assert len(same) == 2 * SMALL["images_per_class"] - len(odd)
+    assert all(broken[name] == intact[name] for name in same)
+
+
+def test_odd_members_are_exactly_the_returned_ones(small):
+    path, odd = small
+    members = _members(path)
+    assert odd == synthetic.plan(**SMALL)
+    assert set(odd) <= set(members)
+    for name, data in members.items():
+        if not name.endswith(".jpg"):
+            continue
+        kind = odd.get(name)
+        reason = images.check(data, "decode", MAX_PIXELS)
+        if kind is None:
+            assert _is_plain_jfif_jpeg(data), name
+            assert reason is None, name
+        else:
+            assert not (_is_plain_jfif_jpeg(data) and reason is None), (name, kind)
+            assert reason == PATHOLOGIES[kind]["decode"], (name, kind)
+
+
+def test_jfif_method_drops_exactly_the_files_without_jfif(small):
+    path, odd = small
+    dropped = set()
+    for name, data in _members(path).items():
+        if name.endswith(".jpg"):
+            outcome = images.check(data, "jfif", MAX_PIXELS)
+            assert (outcome == "no_jfif") == (b"JFIF" not in data[:4096]), name
+            if outcome:
+                dropped.add(name)
+    # The tutorial's check drops good files that are not JFIF and keeps broken ones that are.
+    jfif_kinds = {"truncated_jpeg", "corrupt_jfif"}
+    assert dropped == {name for name, kind in odd.items() if kind not in jfif_kinds}
+
+
+@pytest.mark.parametrize("kind", list(PATHOLOGIES))
+def test_each_kind_gives_its_declared_reason(kind):
+    """Over many seeds and sizes down to the smallest allowed, so no construction works only by luck."""
+    for index in range(40):
+        label = index % 2
+        rng = np.random.default_rng([99, label, index])
+        data = synthetic._class_file(rng, label, 16, 72, kind)
+        assert images.check(data, "decode", MAX_PIXELS) == PATHOLOGIES[kind]["decode"], index
+        keeps_jfif = kind in ("truncated_jpeg", "corrupt_jfif")
+        assert (b"JFIF" in data) == keeps_jfif, index
+        if keeps_jfif:
+            assert _is_plain_jfif_jpeg(data)
+            with Image.open(io.BytesIO(data)) as image:  # the headers are intact: only decoding fails
+                assert image.format == "JPEG"
+                with pytest.raises(OSError, match="truncated" if kind == "truncated_jpeg" else "broken"):
+                    image.load()
+        if kind == "exif_jpeg":
+            assert data[:4] == b"\xff\xd8\xff\xe1" and data[6:12] == b"Exif\x00\x00"
+        if PATHOLOGIES[kind]["decode"] is None:
+            fmt = {"exif_jpeg": "JPEG", "png_as_jpg": "PNG", "gif_as_jpg": "GIF", "bmp_as_jpg": "BMP"}[kind]
+            with Image.open(io.BytesIO(data)) as image:
+                assert image.format == fmt
+
+
+def test_normal_images_pass_both_checks(tmp_path):
+    path = tmp_path / "clean.zip"
+    synthetic.generate(path, images_per_class=30, image_size=[16, 80], pathology_rate=0.0, seed=5, progress=False)
+    sizes = set()
+    for name, data in _members(path).items():
+        if name.endswith(".jpg"):
+            assert _is_plain_jfif_jpeg(data), name
+            assert images.check(data, "decode", MAX_PIXELS) is None, name
+            assert images.check(data, "jfif", MAX_PIXELS) is None, name
+            with Image.open(io.BytesIO(data)) as image:
+                assert "progressive" not in image.info and "exif" not in image.info
+                assert 16 <= min(image.size) and max(image.size) <= 80
+                sizes.add(image.size)
+    assert len(sizes) > 20  # widths and heights vary
+
+
+@pytest.mark.parametrize(
+    "images_per_class, pathology_rate", [(1, 0.0), (1, 0.5), (7, 0.3), (100, 0.06), (500, 0.01), (200, 0.99)]
+)
+def test_plan_rate_spread_and_kinds(images_per_class, pathology_rate):
+    args = dict(images_per_class=images_per_class, image_size=[32, 32], pathology_rate=pathology_rate)
+    odd = synthetic.plan(**args, seed=11)
+    total = 2 * images_per_class
+    assert abs(len(odd) / total - pathology_rate) <= 0.5 / total + 1e-9
+    assert set(odd.values()) <= set(PATHOLOGIES)
+    counts = [list(odd.values()).count(kind) for kind in PATHOLOGIES]
+    assert max(counts) - min(counts) <= 1  # each kind equally often, so all appear once there is room
+    cats = sum(name.startswith("PetImages/Cat/") for name in odd)
+    assert abs(cats - (len(odd) - cats)) <= 1  # spread over both classes
+    assert synthetic.plan(**args, seed=11) == odd
+    if len(odd) >= 4:
+        assert synthetic.plan(**args, seed=12) != odd
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"images_per_class": 0}, "images_per_class"),
+        ({"images_per_class": 2.5}, "images_per_class"),
+        ({"image_size": [64, 32]}, r"\[smallest, largest\]"),
+        ({"image_size": [8, 32]}, "at least 16"),
+        ({"image_size": [32]}, "image_size"),
+        ({"pathology_rate": 1.0}, "pathology_rate"),
+        ({"pathology_rate": -0.1}, "pathology_rate"),
+        ({"seed": -1}, "seed"),
+    ],
+)
+def test_bad_arguments_are_refused(change, message, tmp_path):
+    dest = tmp_path / "archive.zip"
+    with pytest.raises(ValueError, match=message):
+        synthetic.generate(dest, **{**SMALL, **change}, progress=False)
+    with pytest.raises(ValueError, match=message):
+        synthetic.plan(**{**SMALL, **change})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
+    calls = []
+    real = synthetic._class_file
+
+    def failing(*args):
+        calls.append(1)
+        if len(calls) == 10:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(synthetic, "_class_file", failing)
+    with pytest.raises(KeyboardInterrupt):
+        synthetic.generate(tmp_path / "archive.zip", **SMALL, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_progress_can_be_silenced(tmp_path, capsys):
+    synthetic.generate(tmp_path / "a.zip", **{**SMALL, "images_per_class": 3}, progress=False)
+    assert capsys.readouterr().err == ""
+    synthetic.generate(tmp_path / "b.zip", **{**SMALL, "images_per_class": 3})
+    assert "synthetic images" in capsys.readouterr().err
+
+
+def test_colour_and_brightness_do_not_tell_the_classes_apart(tmp_path):
+    """Only the outline may separate the classes: simple pixel statistics must be near chance."""
+    path = tmp_path / "clean.zip"
+    synthetic.generate(path, images_per_class=200, image_size=[32, 64], pathology_rate=0.0, seed=8, progress=False)
+    stats, labels = [], []
+    for name, data in _members(path).items():
+        if name.endswith(".jpg"):
+            pixels = images.decode(data, (48, 48)).reshape(-1, 3).astype(np.float64)
+            stats.append([pixels.mean(), *pixels.mean(axis=0), pixels.std()])
+            labels.append(int("/Dog/" in name))
+    stats = np.array(stats)
+    for column, statistic in enumerate(["brightness", "red", "green", "blue", "contrast"]):
+        accuracy = _best_threshold_accuracy(stats[:, column], labels)
+        assert accuracy < 0.6, (statistic, accuracy)
+
+
+def test_figure_area_is_balanced():
+    """The ears differ in shape, not in how much of the image they cover."""
+    areas = {0: [], 1: []}
+    for label in (0, 1):
+        for index in range(400):
+            polygons, holes = synthetic._figure(np.random.default_rng([label, index]), label)
+            mask = Image.new("L", (200, 200))
+            draw = ImageDraw.Draw(mask)
+            for polygon, fill in [(p, 255) for p in polygons] + [(h, 0) for h in holes]:
+                draw.polygon([tuple(point) for point in polygon * 40 + 100], fill=fill)
+            areas[label].append(np.count_nonzero(np.asarray(mask)))
+    cat, dog = np.mean(areas[0]), np.mean(areas[1])
+    assert abs(cat - dog) / cat < 0.01
+    values = areas[0] + areas[1]
+    assert _best_threshold_accuracy(values, [0] * 400 + [1] * 400) < 0.6
+
+
+@pytest.mark.slow
+def test_a_small_cnn_learns_the_shapes(tmp_path):
+    """The data is learnable (>= 0.95 on held-out images in 15 epochs) but not trivial (not 1.0 after one)."""
+    keras = pytest.importorskip("keras")
+    from keras import layers
+
+    path = tmp_path / "archive.zip"
+    synthetic.generate(path, images_per_class=1000, image_size=[64, 96], pathology_rate=0.0, seed=7, progress=False)
+    x, y = [], []
+    for name, data in _members(path).items():
+        if name.endswith(".jpg"):
+            x.append(images.decode(data, (64, 64)))
+            y.append(int("/Dog/" in name))
+    order = np.random.default_rng(0).permutation(len(x))
+    x, y = np.stack(x)[order], np.array(y)[order]
+    split = int(0.8 * len(x))
+
+    keras.utils.set_random_seed(1)
+
+    def block(filters):
+        return [
+            layers.Conv2D(filters, 3, padding="same", use_bias=False),
+            layers.BatchNormalization(momentum=0.9),
+            layers.Activation("relu"),
+        ]
+
+    model = keras.Sequential(
+        [keras.Input((64, 64, 3)), layers.Rescaling(1 / 255)]
+        + block(32) + [layers.MaxPooling2D()]
+        + block(64) + [layers.MaxPooling2D()]
+        + block(128) + [layers.MaxPooling2D()]
+        + block(128) + [layers.GlobalAveragePooling2D(), layers.Dropout(0.25), layers.Dense(1, activation="sigmoid")]
+    )
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=["accuracy"])
+    history = model.fit(
+        x[:split], y[:split], validation_data=(x[split:], y[split:]), epochs=15, batch_size=32, verbose=0
+    )
+    accuracy = history.history["val_accuracy"]
+    assert accuracy[0] < 0.9, accuracy
+    assert max(accuracy[-5:]) >= 0.95, accuracy
