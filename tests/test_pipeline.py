@@ -79,6 +79,9 @@ def test_whole_pipeline_then_an_experiment(repo, tmp_path):
     assert set(m["per_class_accuracy"]) == {"Cat", "Dog"}
     train = json.loads((repo / "metrics/train.json").read_text())
     assert train["epochs"] == 2 and train["train_images_per_second"] > 0
+    # the saved model scores the validation images exactly as Keras did at the end of training
+    assert m["accuracy"] == pytest.approx(train["final"]["val_acc"], abs=1e-5)
+    assert m["loss"] == pytest.approx(train["final"]["val_loss"], abs=1e-4)
 
     html = dvc("plots", "show", "-o", str(tmp_path / "plots"), cwd=repo)
     page = (tmp_path / "plots" / "index.html").read_text()

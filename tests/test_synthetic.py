@@ -129,10 +129,10 @@ def test_jfif_method_drops_exactly_the_files_without_jfif(small):
 @pytest.mark.parametrize("kind", list(PATHOLOGIES))
 def test_each_kind_gives_its_declared_reason(kind):
     """Over many seeds and sizes down to the smallest allowed, so no construction works only by luck."""
-    for index in range(40):
+    for index in range(100):
         label = index % 2
         rng = np.random.default_rng([99, label, index])
-        data = synthetic._class_file(rng, label, 16, 72, kind)
+        data = synthetic._class_file(rng, label, 16, 120, kind)
         assert images.check(data, "decode", MAX_PIXELS) == PATHOLOGIES[kind]["decode"], index
         keeps_jfif = kind in ("truncated_jpeg", "corrupt_jfif")
         assert (b"JFIF" in data) == keeps_jfif, index
@@ -192,6 +192,7 @@ def test_plan_rate_spread_and_kinds(images_per_class, pathology_rate):
         ({"image_size": [64, 32]}, r"\[smallest, largest\]"),
         ({"image_size": [8, 32]}, "at least 16"),
         ({"image_size": [32]}, "image_size"),
+        ({"image_size": [32.5, 48]}, "whole pixels"),
         ({"pathology_rate": 1.0}, "pathology_rate"),
         ({"pathology_rate": -0.1}, "pathology_rate"),
         ({"seed": -1}, "seed"),

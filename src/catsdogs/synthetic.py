@@ -80,9 +80,11 @@ def _check_args(images_per_class, image_size, pathology_rate, seed) -> tuple[int
     if isinstance(images_per_class, bool) or not isinstance(images_per_class, int) or images_per_class < 1:
         raise ValueError(f"images_per_class must be an integer >= 1, got {images_per_class!r}")
     try:
-        low, high = (int(side) for side in image_size)
+        low, high = image_size
     except (TypeError, ValueError):
-        raise ValueError(f"image_size must be [smallest, largest] side in pixels, got {image_size!r}") from None
+        low = high = None
+    if not all(isinstance(side, int) and not isinstance(side, bool) for side in (low, high)):
+        raise ValueError(f"image_size must be [smallest, largest] side in whole pixels, got {image_size!r}")
     if low > high:
         raise ValueError(f"image_size must be [smallest, largest] side, got {list(image_size)}")
     if low < 16:
@@ -175,7 +177,7 @@ def _render(rng: np.random.Generator, label: int, low: int, high: int) -> Image.
     image = Image.fromarray(canvas)
     draw = ImageDraw.Draw(image)
 
-    # Clutter behind the figure, in the figure's colour or another one: ellipses, boxes, lines, triangles.
+    # Clutter behind the figure, in the figure's colour or another one: ellipses, diamonds, triangles, lines.
     for _ in range(rng.integers(0, 5)):
         shape = rng.integers(4)
         colour = fg if rng.random() < 0.35 else rng.uniform(0, 255, size=3)

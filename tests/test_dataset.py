@@ -1,0 +1,67 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from catsdogs import dataset, images
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for cls, n in (("Cat", 13), ("Dog", 11)):
+        (tmp_path / "img" / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(tmp_path / "img" / cls / f"{i}.jpg")
+    return tmp_path / "img"
+
+
+def test_split_holds_keras_subsets_as_indices_into_sorted_paths(folder):
+    data = dataset.split(folder, 0.25, seed=1337)
+    shuffled, labels, _ = images.index(folder, 1337)
+    (train, _), (val, _) = images.split(shuffled, labels, 0.25)
+    assert data.paths == sorted(shuffled)
+    assert [data.paths[i] for i in data.train] == train and [data.paths[i] for i in data.val] == val
+    assert [data.class_names[data.labels[i]] for i in data.val] == [p.split("/")[0] for p in val]
+    assert len(data.val) == 6 and not set(data.train) & set(data.val)
+
+
+def test_images_are_decoded_once_and_the_cache_follows_the_data(folder, tmp_path):
+    data = dataset.split(folder, 0.25, seed=1)
+    cache = tmp_path / "cache"
+    array = dataset.load_images(folder, data.paths, (16, 24), cache)
+    assert array.shape == (24, 16, 24, 3) and array.dtype == np.uint8
+    assert np.array_equal(array[5], images.decode_file(folder / data.paths[5], (16, 24)))
+    [first] = cache.glob("*.npy")
+    mtime = first.stat().st_mtime_ns
+
+    again = dataset.load_images(folder, data.paths, (16, 24), cache)  # reused, not rewritten
+    assert np.array_equal(again, array) and first.stat().st_mtime_ns == mtime
+
+    dataset.load_images(folder, data.paths, (8, 8), cache)  # another size: a new cache replaces the old
+    [second] = cache.glob("*.npy")
+    assert second != first and "8x8" in second.name
+
+    os.remove(folder / "Dog" / "3.jpg")  # the data changed: a new cache
+    data = dataset.split(folder, 0.25, seed=1)
+    assert dataset.load_images(folder, data.paths, (8, 8), cache).shape[0] == 23
+    assert [p.name for p in cache.iterdir()] != [second.name]
+
+
+def test_batches_keep_order_without_shuffle_and_reshuffle_deterministically():
+    array = np.arange(10)[:, None] * np.ones((1, 2), dtype=np.int64)
+    labels = np.arange(10) % 2
+    val = dataset.Batches(array, labels, [7, 2, 9, 0], batch_size=3, shuffle=False, seed=0)
+    assert len(val) == 2
+    assert val[0][0][:, 0].tolist() == [7, 2, 9] and val[1][1].tolist() == [0]
+
+    train = dataset.Batches(array, labels, np.arange(10), batch_size=4, shuffle=True, seed=5)
+    epoch0 = np.concatenate([train[i][0][:, 0] for i in range(len(train))])
+    train.on_epoch_end()
+    epoch1 = np.concatenate([train[i][0][:, 0] for i in range(len(train))])
+    assert sorted(epoch0) == sorted(epoch1) == list(range(10)) and epoch0.tolist() != epoch1.tolist()
+    resumed = dataset.Batches(array, labels, np.arange(10), batch_size=4, shuffle=True, seed=5)
+    resumed.set_epoch(1)
+    assert np.concatenate([resumed[i][0][:, 0] for i in range(len(resumed))]).tolist() == epoch1.tolist()
