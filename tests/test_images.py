@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from catsdogs import images
+from catsdogs.errors import UserError
 
 BIG = 89_478_485
 
@@ -100,5 +101,5 @@ def test_split_matches_keras_file_for_file(tmp_path: Path):
 
 
 def test_split_refuses_an_empty_subset():
-    with pytest.raises(ValueError, match="empty subset"):
+    with pytest.raises(UserError, match="empty subset"):
         images.split(["a", "b"], np.array([0, 1]), 0.2)

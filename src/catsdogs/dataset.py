@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from catsdogs import atomic, images
+from catsdogs.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +36,25 @@ class Split:
     val: np.ndarray
 
 
-def split(directory: str | os.PathLike, validation_split: float, seed: int) -> Split:
-    """The files `image_dataset_from_directory(validation_split, subset="both", seed)` puts in each subset."""
-    shuffled, labels, names = images.index(directory, seed)
-    (train_paths, _), (val_paths, _) = images.split(shuffled, labels, validation_split)
+def split(directory: str | os.PathLike, validation_split: float, seed: int, method: str = "keras") -> Split:
+    """The training and validation files.
+
+    `keras`: exactly the files `image_dataset_from_directory(validation_split, subset="both", seed)` puts in
+    each subset (the tutorial's split). It shuffles the whole file list, so adding or removing one image
+    moves others between subsets. `hash`: each image's subset follows from a stable hash of its path alone,
+    so other images never move when the data changes and metrics of two data versions stay comparable.
+    """
+    if method == "hash":
+        ordered, labels, names = images.index(directory, seed=None, shuffle=False)
+        in_val = [stable_fraction(path) < validation_split for path in ordered]
+        train_paths = [p for p, v in zip(ordered, in_val) if not v]
+        val_paths = [p for p, v in zip(ordered, in_val) if v]
+        if not train_paths or not val_paths:
+            raise UserError(f"validation_split {validation_split} of {len(ordered)} images leaves an empty subset")
+        shuffled = ordered
+    else:
+        shuffled, labels, names = images.index(directory, seed)
+        (train_paths, _), (val_paths, _) = images.split(shuffled, labels, validation_split)
     paths = sorted(shuffled)
     position = {path: i for i, path in enumerate(paths)}
     by_path = dict(zip(shuffled, labels))
@@ -51,10 +67,16 @@ def split(directory: str | os.PathLike, validation_split: float, seed: int) -> S
     )
 
 
-def _cache_key(directory: Path, paths: list[str], size) -> str:
-    digest = hashlib.sha256(f"{size[0]}x{size[1]}".encode())
+def stable_fraction(path: str) -> float:
+    """A number in [0, 1) fixed by the image's path (e.g. "Cat/12.jpg") and nothing else."""
+    return int.from_bytes(hashlib.sha256(path.encode("utf-8")).digest()[:8], "big") / 2**64
+
+
+def fingerprint(directory: Path, paths: list[str], extra: str = "") -> str:
+    """A short key for these files as they are now (names, sizes, modification times) plus `extra`."""
+    digest = hashlib.sha256(extra.encode())
     for path in paths:
-        st = (directory / path).stat()
+        st = (Path(directory) / path).stat()
         digest.update(f"\0{path}\0{st.st_size}\0{st.st_mtime_ns}".encode())
     return digest.hexdigest()[:16]
 
@@ -68,7 +90,8 @@ def load_images(directory: str | os.PathLike, paths: list[str], size, cache_dir:
     """
     directory, cache_dir = Path(directory), Path(cache_dir)
     size = tuple(size)
-    cache = cache_dir / f"images-{size[0]}x{size[1]}-{_cache_key(directory, paths, size)}.npy"
+    key = fingerprint(directory, paths, f"{size[0]}x{size[1]}")
+    cache = cache_dir / f"images-{size[0]}x{size[1]}-{key}.npy"
     if cache.exists():
         log.info("reusing decoded images from %s", cache)
         return np.load(cache, mmap_mode="r")

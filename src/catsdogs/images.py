@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from catsdogs.errors import UserError
+
 # Keras' allow-list (keras.src.utils.image_dataset_utils.ALLOWLIST_FORMATS).
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 
@@ -120,7 +122,7 @@ def split(paths: list[str], labels: np.ndarray, validation_split: float):
     """Keras' split: the last int(validation_split * n) shuffled files are the validation subset."""
     num_val = int(validation_split * len(paths))
     if num_val == 0 or num_val == len(paths):
-        raise ValueError(
+        raise UserError(
             f"validation_split {validation_split} of {len(paths)} images leaves an empty subset"
         )
     return (paths[:-num_val], labels[:-num_val]), (paths[-num_val:], labels[-num_val:])

@@ -66,6 +66,7 @@ class Filter(_Section):
 class Data(_Section):
     image_size: Size2
     validation_split: Annotated[float, Field(gt=0, lt=1)]
+    split: Literal["keras", "hash"]
     batch_size: PositiveInt
 
 

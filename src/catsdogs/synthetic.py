@@ -73,7 +73,7 @@ MAX_ROTATION = math.radians(30)
 
 # Hanging ears are this many times wider than the unit lobe, so that both figures cover the same area
 # on average (measured by tests/test_synthetic.py::test_figure_area_is_balanced).
-DOG_EAR_WIDTH = 0.26
+DOG_EAR_WIDTH = 0.25
 
 
 def _check_args(images_per_class, image_size, pathology_rate, seed) -> tuple[int, int]:
@@ -121,11 +121,21 @@ def plan(*, images_per_class: int, image_size, pathology_rate: float, seed: int)
 # Drawing
 
 
-def _ellipse(cx, cy, rx, ry, angle=0.0, points=24):
-    t = np.linspace(0, 2 * np.pi, points, endpoint=False)
-    x, y = rx * np.cos(t), ry * np.sin(t)
+# Only element-wise arithmetic and Python's math on coordinates (no BLAS, no SIMD trigonometry), so that
+# every machine rounds the polygons' vertices alike and writes the same bytes.
+
+
+def _place(points: np.ndarray, angle: float, scale: float, cx: float, cy: float) -> np.ndarray:
+    """Rotate by `angle` (radians, y down), scale, then move the origin to (cx, cy)."""
     c, s = math.cos(angle), math.sin(angle)
-    return np.stack([cx + c * x - s * y, cy + s * x + c * y], axis=1)
+    x, y = points[:, 0], points[:, 1]
+    return np.stack([cx + scale * (c * x - s * y), cy + scale * (s * x + c * y)], axis=1)
+
+
+def _ellipse(cx, cy, rx, ry, angle=0.0, points=24):
+    turns = [2 * math.pi * i / points for i in range(points)]
+    unit = np.array([(rx * math.cos(t), ry * math.sin(t)) for t in turns])
+    return _place(unit, angle, 1.0, cx, cy)
 
 
 def _figure(rng: np.random.Generator, label: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -136,7 +146,7 @@ def _figure(rng: np.random.Generator, label: int) -> tuple[list[np.ndarray], lis
     """
     aspect = rng.uniform(0.88, 1.12)
     rx, ry = aspect, 1 / aspect
-    ears = rng.uniform(0.75, 1.25) * rng.uniform(0.9, 1.1, size=2)  # overall and per-ear size
+    ears = rng.uniform(0.85, 1.3) * rng.uniform(0.9, 1.1, size=2)  # overall and per-ear size
     splay = rng.uniform(-0.15, 0.15, size=2)  # how far each ear leans out
     eye_y, eye_r = rng.uniform(-0.15, 0.05), rng.uniform(0.09, 0.14)
 
@@ -144,20 +154,25 @@ def _figure(rng: np.random.Generator, label: int) -> tuple[list[np.ndarray], lis
     for side, size, lean in zip((-1, 1), ears, splay):
         if label == 0:  # pointed ear standing on top of the head
             base = [(side * rx * math.sin(t), -ry * math.cos(t)) for t in (0.12 * math.pi, 0.38 * math.pi)]
-            apex = (side * rx * (0.72 + lean), -ry - 0.8 * size)
+            apex = (side * rx * (0.72 + lean), -ry - 0.9 * size)
             polygons.append(np.array([base[0], apex, base[1]]))
         else:  # rounded ear hanging at the side of the head
-            length = 0.55 * size
+            length = 0.6 * size
             cx, cy = side * (rx + 0.05 + 0.2 * lean), -0.35 * ry + length
             polygons.append(_ellipse(cx, cy, DOG_EAR_WIDTH, length, angle=-side * (0.25 + lean)))
     holes = [_ellipse(side * 0.4 * rx, eye_y, eye_r, eye_r, points=12) for side in (-1, 1)]
     return polygons, holes
 
 
-def _contrasting(rng: np.random.Generator, colour: np.ndarray, distance: float = 110) -> np.ndarray:
+def _luma(colour) -> float:
+    return 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
+
+
+def _contrasting(rng: np.random.Generator, colour: np.ndarray) -> np.ndarray:
+    """A colour that stands out from `colour` in hue and in brightness, as a figure does in a photo."""
     while True:
         other = rng.uniform(0, 255, size=3)
-        if np.linalg.norm(other - colour) >= distance:
+        if math.dist(other, colour) >= 100 and abs(_luma(other) - _luma(colour)) >= 40:
             return other
 
 
@@ -203,13 +218,12 @@ def _render(rng: np.random.Generator, label: int, low: int, high: int) -> Image.
     turn = rng.uniform(-MAX_ROTATION, MAX_ROTATION)
     cx = rng.uniform(1.6 * scale, width - 1.6 * scale)
     cy = rng.uniform(1.6 * scale, height - 1.6 * scale)
-    rotation = np.array([[math.cos(turn), math.sin(turn)], [-math.sin(turn), math.cos(turn)]]) * scale
     for polygon, colour in [(p, fg) for p in polygons] + [(h, bg) for h in holes]:
-        points = polygon @ rotation + (cx, cy)
+        points = _place(polygon, turn, scale, cx, cy)
         draw.polygon([tuple(p) for p in points], fill=tuple(int(c) for c in colour))
 
     # Sensor noise, then JPEG at a random quality (the encoder's own artefacts come with it).
-    sigma = rng.uniform(2, 14)
+    sigma = rng.uniform(2, 10)
     noisy = np.asarray(image, dtype=np.float32) + sigma * rng.standard_normal((height, width, 3), np.float32)
     return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
 

@@ -47,7 +47,7 @@ def main(argv=None) -> None:
     class_names = model_lib.load_classes(args.classes, model)
     if not args.data.is_dir():
         raise UserError(f"{args.data}: cleaned image folder not found (run the filter stage first)")
-    data = dataset.split(args.data, p.data.validation_split, p.seed)
+    data = dataset.split(args.data, p.data.validation_split, p.seed, p.data.split)
     if data.class_names != class_names:
         raise UserError(f"{args.data}: class folders {data.class_names} differ from the model's {class_names}")
     image_size = model.input_shape[1:3]

@@ -213,7 +213,7 @@ def main(argv=None) -> None:
     model = model_lib.load(args.model)
     out, size = args.out, tuple(p.data.image_size)
 
-    data = dataset.split(args.data, p.data.validation_split, p.seed)
+    data = dataset.split(args.data, p.data.validation_split, p.seed, p.data.split)
     sample = training_sample(data, p.seed)
     pictures = [images.decode_file(args.data / data.paths[i], size) for i in sample]
     save(image_grid(pictures, [data.class_names[data.labels[i]] for i in sample]), out / "train_images.png")

@@ -2,17 +2,28 @@
 
 Reads the cleaned folder, decodes every image once (cached across runs), trains with augmentation inside
 the model, and writes the final model, per-epoch checkpoints, the per-epoch log and a summary metric file.
+
+A run in progress lives in a work folder named after its params and data (Keras' BackupAndRestore state,
+the checkpoints and the log so far). If the process is killed, the next `dvc repro` or `dvc exp run` with
+the same params and data resumes from the last finished epoch; the outputs appear only when training is
+complete, and the work folder is then removed.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import hashlib
+import io
+import json
 import logging
+import shutil
 import statistics
 import time
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from catsdogs import atomic, dataset, params
 from catsdogs import model as model_lib
@@ -30,6 +41,22 @@ class EpochStats(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         logs["seconds"] = time.perf_counter() - self.start
+
+
+class EpochSeeds(keras.callbacks.Callback):
+    """Ties each epoch's randomness to (seed, epoch) alone: the batch order, and the state of every layer's
+    seed generator (augmentation, dropout), which BackupAndRestore does not save. So a resumed run
+    repeats exactly what an uninterrupted one would have done."""
+
+    def __init__(self, batches: dataset.Batches, seed: int):
+        super().__init__()
+        self.batches, self.seed = batches, seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches.set_epoch(epoch)
+        generators = [layer.seed_generator for layer in self.model.layers if hasattr(layer, "seed_generator")]
+        for i, generator in enumerate(generators):
+            generator.state.assign(np.array([epoch, self.seed + i], dtype=generator.state.dtype))
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):
@@ -58,18 +85,46 @@ def learning_rate(p: params.Params, steps_per_epoch: int):
     )
 
 
-def summarize(history: dict, seconds: float, train_images: int) -> dict:
-    epochs = len(history["loss"])
+def read_log(path: Path) -> list[dict]:
+    """The per-epoch rows, the last one of each epoch: an epoch killed after its row was written is run
+    and written again after resuming."""
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = {int(row["epoch"]): row for row in csv.DictReader(f)}
+    return [rows[e] for e in sorted(rows)]
+
+
+def write_log(path: Path, rows: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic.write_text(path, buffer.getvalue())
+
+
+def summarize(rows: list[dict], train_images: int) -> dict:
     keys = ["loss", "acc", "val_loss", "val_acc"]
-    best = max(range(epochs), key=lambda e: history["val_acc"][e])
-    steady = history["seconds"][1:] or history["seconds"]
+    best = max(rows, key=lambda row: float(row["val_acc"]))
+    seconds = [float(row["seconds"]) for row in rows]
+    steady = seconds[1:] or seconds
     return {
-        "epochs": epochs,
-        "final": {k: round(float(history[k][-1]), 6) for k in keys},
-        "best": {"epoch": best + 1, **{k: round(float(history[k][best]), 6) for k in keys}},
-        "seconds": round(seconds, 2),
+        "epochs": len(rows),
+        "final": {k: round(float(rows[-1][k]), 6) for k in keys},
+        "best": {"epoch": int(best["epoch"]) + 1, **{k: round(float(best[k]), 6) for k in keys}},
+        "seconds": round(sum(seconds), 2),
         "train_images_per_second": round(train_images / statistics.median(steady), 1),
     }
+
+
+def work_folder(root: Path, p: params.Params, data_key: str) -> Path:
+    """The run's own folder under `root`, named after everything that shapes training; any other folder
+    there is an interrupted run with other params or data, which can never be resumed, and is removed."""
+    shaping = p.model_dump(include={"epochs", "seed", "data", "model", "train"})
+    key = hashlib.sha256(json.dumps([shaping, data_key], sort_keys=True).encode()).hexdigest()[:16]
+    if root.is_dir():
+        for other in root.iterdir():
+            if other.name != key:
+                shutil.rmtree(other, ignore_errors=True)
+    return root / key
 
 
 @run_main
@@ -82,13 +137,14 @@ def main(argv=None) -> None:
     parser.add_argument("--log", type=Path, required=True, help="per-epoch CSV")
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--cache", type=Path, required=True, help="decoded-image cache folder")
+    parser.add_argument("--work", type=Path, required=True, help="where a run in progress keeps its state")
     args = parser.parse_args(argv)
     p = params.load()
     if not args.data.is_dir():
         raise UserError(f"{args.data}: cleaned image folder not found (run the filter stage first)")
 
     keras.utils.set_random_seed(p.seed)
-    data = dataset.split(args.data, p.data.validation_split, p.seed)
+    data = dataset.split(args.data, p.data.validation_split, p.seed, p.data.split)
     num_classes = len(data.class_names)
     log.info("%d images of %d classes (%s): %d for training, %d for validation",
              len(data.paths), num_classes, ", ".join(data.class_names), len(data.train), len(data.val))
@@ -100,22 +156,35 @@ def main(argv=None) -> None:
     model = model_lib.build(p.data.image_size, num_classes, p.model, p.train.augment, p.seed)
     model_lib.compile_for(model, num_classes, learning_rate(p, len(train)))
 
-    args.checkpoints.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    with atomic.atomic_path(args.log) as log_tmp:
-        callbacks = [EpochStats(), AtomicCheckpoint(args.checkpoints), keras.callbacks.CSVLogger(str(log_tmp))]
-        history = model.fit(train, validation_data=val, epochs=p.epochs, callbacks=callbacks, verbose=2)
-    seconds = time.perf_counter() - start
+    work = work_folder(args.work, p, dataset.fingerprint(args.data, data.paths))
+    if (work / "backup").exists():
+        log.info("resuming the interrupted run kept in %s", work)
+    callbacks = [
+        EpochSeeds(train, p.seed),
+        EpochStats(),
+        AtomicCheckpoint(work / "checkpoints"),
+        keras.callbacks.CSVLogger(str(work / "train_log.csv"), append=True),
+        # last, so that an epoch counts as done only once its checkpoint and log row are written
+        keras.callbacks.BackupAndRestore(str(work / "backup"), double_checkpoint=True),
+    ]
+    (work / "checkpoints").mkdir(parents=True, exist_ok=True)
+    # shuffle=False: the batches shuffle themselves, by (seed, epoch) alone, not by a global RNG
+    model.fit(train, validation_data=val, epochs=p.epochs, callbacks=callbacks, verbose=2, shuffle=False)
 
+    rows = read_log(work / "train_log.csv")
+    with atomic.atomic_dir(args.checkpoints) as tmp:
+        for checkpoint in (work / "checkpoints").iterdir():
+            checkpoint.rename(tmp / checkpoint.name)
     with atomic.atomic_path(args.model, suffix=".keras") as tmp:
         model.save(tmp)
     atomic.write_json(args.classes, data.class_names)
-    summary = summarize(history.history, seconds, len(data.train))
+    write_log(args.log, rows)
+    summary = summarize(rows, len(data.train))
     atomic.write_json(args.metrics, summary)
+    shutil.rmtree(work)
     log.info("trained %d epochs in %.0f s (%.0f training images/s); final val_acc %.4f, best %.4f at epoch %d",
-             summary["epochs"], seconds, summary["train_images_per_second"], summary["final"]["val_acc"],
-             summary["best"]["val_acc"], summary["best"]["epoch"])
-
+             summary["epochs"], summary["seconds"], summary["train_images_per_second"],
+             summary["final"]["val_acc"], summary["best"]["val_acc"], summary["best"]["epoch"])
 
 if __name__ == "__main__":
     main()
