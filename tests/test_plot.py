@@ -66,7 +66,7 @@ def inputs(tmp_path_factory) -> Inputs:
     root = tmp_path_factory.mktemp("inputs")
     raw = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     raw["epochs"] = 3
-    raw["data"] = {"image_size": [32, 32], "validation_split": 0.5, "batch_size": 4}
+    raw["data"] = {"image_size": [32, 32], "validation_split": 0.5, "split": "keras", "batch_size": 4}
     raw["model"].update(entry_width=4, block_widths=[8], exit_width=8)
     (root / "params.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
     p = params.load(root / "params.yaml")
