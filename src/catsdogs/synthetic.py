@@ -71,8 +71,8 @@ PATHOLOGIES = {
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 MAX_ROTATION = math.radians(30)
 
-# Hanging ears are this many times wider than the unit lobe, so that both figures cover the same area
-# on average (measured by tests/test_synthetic.py::test_figure_area_is_balanced).
+# Half-width of a hanging ear in head units: it makes both figures cover the same area on average
+# (tests/test_synthetic.py::test_figure_area_is_balanced measures it).
 DOG_EAR_WIDTH = 0.25
 
 
@@ -119,8 +119,7 @@ def plan(*, images_per_class: int, image_size, pathology_rate: float, seed: int)
 
 # ---------------------------------------------------------------------------------------------------------
 # Drawing
-
-
+#
 # Only element-wise arithmetic and Python's math on coordinates (no BLAS, no SIMD trigonometry), so that
 # every machine rounds the polygons' vertices alike and writes the same bytes.
 
