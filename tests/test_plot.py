@@ -66,7 +66,7 @@ def inputs(tmp_path_factory) -> Inputs:
     root = tmp_path_factory.mktemp("inputs")
     raw = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     raw["epochs"] = 3
-    raw["data"] = {"image_size": [32, 32], "validation_split": 0.5, "split": "keras", "batch_size": 4}
+    raw["data"].update(image_size=[32, 32], validation_split=0.5, batch_size=4)
     raw["model"].update(entry_width=4, block_widths=[8], exit_width=8)
     (root / "params.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
     p = params.load(root / "params.yaml")
@@ -140,7 +140,7 @@ def test_failed_diagram_falls_back_on_the_summary(inputs, tmp_path, monkeypatch)
         raise OSError("dot crashed")
 
     monkeypatch.setattr(plot.shutil, "which", lambda name: "/usr/bin/dot")
-    monkeypatch.setattr(plot.keras.utils, "plot_model", broken)
+    monkeypatch.setattr(keras.utils, "plot_model", broken)
     model = keras.saving.load_model(inputs.model, safe_mode=True)
     target = tmp_path / "architecture.png"
     assert not plot.architecture_diagram(model, target)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -35,10 +36,7 @@ class Augment(keras.layers.Layer):
             images = ops.where(coin < 0.5, ops.flip(images, axis=2), images)
         if self.rotation > 0:
             turn = keras.random.uniform((batch,), -self.rotation, self.rotation, seed=self.seed_generator)
-            images = ops.image.affine_transform(
-                images, rotation_transforms(turn * 2 * math.pi, images.shape[1], images.shape[2]),
-                interpolation="bilinear", fill_mode="reflect",
-            )
+            images = rotate(images, turn * 2 * math.pi)
         return images
 
     def compute_output_shape(self, input_shape):
@@ -48,12 +46,63 @@ class Augment(keras.layers.Layer):
         return {**super().get_config(), "flip": self.flip, "rotation": self.rotation, "seed": self.seed}
 
 
-def rotation_transforms(angle, height: int, width: int):
-    """Per-image transforms [a0, a1, a2, b0, b1, b2, 0, 0] mapping output pixels to input pixels
-    for a rotation by `angle` radians about the image centre (the convention of affine_transform)."""
-    cx, cy = (width - 1) / 2, (height - 1) / 2
-    cos, sin = ops.cos(angle), ops.sin(angle)
-    zero = ops.zeros_like(angle)
-    return ops.stack(
-        [cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy, zero, zero], axis=1
-    )
+def _reflect(index, size: int):
+    """Reflect out-of-range pixel indices back into [0, size) as "d c b a | a b c d | d c b a"
+    (Keras' fill_mode="reflect")."""
+    index = ops.mod(index, 2 * size)
+    return ops.where(index >= size, 2 * size - 1 - index, index)
+
+
+def rotate(images, angle):
+    """Rotate each image by its angle (radians) about its centre, bilinear, reflecting at the borders.
+
+    Written with gathers instead of ops.image.affine_transform, whose TensorFlow kernel has no XLA
+    implementation: this way the whole train step compiles with XLA on every backend.
+    """
+    height, width, channels = images.shape[1], images.shape[2], images.shape[3]
+    cy, cx = (height - 1) / 2, (width - 1) / 2
+    rows, cols = ops.meshgrid(ops.arange(height, dtype="float32"), ops.arange(width, dtype="float32"),
+                              indexing="ij")
+    cos = ops.cos(ops.cast(angle, "float32"))[:, None, None]
+    sin = ops.sin(ops.cast(angle, "float32"))[:, None, None]
+    # For each output pixel, where it comes from in the input image.
+    x = cos * (cols - cx) - sin * (rows - cy) + cx
+    y = sin * (cols - cx) + cos * (rows - cy) + cy
+    x0, y0 = ops.floor(x), ops.floor(y)
+    wx = ops.cast(x - x0, images.dtype)[..., None]
+    wy = ops.cast(y - y0, images.dtype)[..., None]
+    x0, y0 = ops.cast(x0, "int32"), ops.cast(y0, "int32")
+    flat = ops.reshape(images, (-1, height * width, channels))
+
+    def pixels(yi, xi):
+        index = _reflect(yi, height) * width + _reflect(xi, width)
+        index = ops.reshape(index, (-1, height * width, 1))
+        return ops.reshape(ops.take_along_axis(flat, index, axis=1), (-1, height, width, channels))
+
+    top = pixels(y0, x0) * (1 - wx) + pixels(y0, x0 + 1) * wx
+    bottom = pixels(y0 + 1, x0) * (1 - wx) + pixels(y0 + 1, x0 + 1) * wx
+    return top * (1 - wy) + bottom * wy
+
+
+def on_cpu(flip: bool, rotation: float, seed: int):
+    """The same augmentation as a function for the input pipeline, run on the CPU whatever the training
+    device (the tutorial's way: it competes with the input pipeline for CPU time, but keeps the model free
+    of augmentation)."""
+    layer = Augment(flip=flip, rotation=rotation, seed=seed)
+    backend = keras.backend.backend()
+
+    def cpu_device():
+        if backend == "jax":
+            import jax
+
+            return jax.default_device(jax.devices("cpu")[0])
+        import tensorflow as tf
+
+        return tf.device("/CPU:0")
+
+    def augment(images):
+        with cpu_device():
+            augmented = ops.convert_to_numpy(layer(images, training=True))
+        return np.clip(np.rint(augmented), 0, 255).astype(np.uint8)  # the model takes uint8
+
+    return augment

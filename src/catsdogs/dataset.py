@@ -81,9 +81,13 @@ def fingerprint(directory: Path, paths: list[str], extra: str = "") -> str:
     return digest.hexdigest()[:16]
 
 
-def load_images(directory: str | os.PathLike, paths: list[str], size, cache_dir: str | os.PathLike) -> np.ndarray:
-    """All `paths` decoded to uint8 (N, height, width, 3), memory-mapped from the cache.
+def load_images(directory: str | os.PathLike, paths: list[str], size, cache_dir: str | os.PathLike,
+                mode: str = "mmap") -> np.ndarray:
+    """All `paths` decoded to uint8 (N, height, width, 3), from the cache.
 
+    `mode`: "mmap" maps the cache file: the OS keeps the pages it can in RAM, so data larger than memory
+    still trains (slower once it no longer fits, as random batches then read from disk). "memory" reads it
+    all into RAM first: the fastest batches, but the whole array must fit.
     The cache file is named after the image size and every file's name, size and mtime, so a changed
     folder or image size gets a new one; stale ones are removed. It is written under a temporary name
     and renamed when complete, so an interrupted decode is never mistaken for a cache.
@@ -92,9 +96,10 @@ def load_images(directory: str | os.PathLike, paths: list[str], size, cache_dir:
     size = tuple(size)
     key = fingerprint(directory, paths, f"{size[0]}x{size[1]}")
     cache = cache_dir / f"images-{size[0]}x{size[1]}-{key}.npy"
+    mmap_mode = "r" if mode == "mmap" else None
     if cache.exists():
         log.info("reusing decoded images from %s", cache)
-        return np.load(cache, mmap_mode="r")
+        return np.load(cache, mmap_mode=mmap_mode)
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     for stale in cache_dir.glob("images-*.npy"):
@@ -112,19 +117,20 @@ def load_images(directory: str | os.PathLike, paths: list[str], size, cache_dir:
         array.flush()
         del array
     log.info("decoded %d images once into %s", len(paths), cache)
-    return np.load(cache, mmap_mode="r")
+    return np.load(cache, mmap_mode=mmap_mode)
 
 
 class Batches(keras.utils.PyDataset):
     """Batches of (uint8 images, labels) gathered from the decoded array, in the order of `indices`,
-    or reshuffled every epoch.
+    or reshuffled every epoch; `transform` (the CPU augmentation) is applied to each batch of images.
 
     The order of epoch e depends only on (seed, e), so a run resumed at epoch e sees the same batches.
     """
 
-    def __init__(self, array, labels, indices, batch_size: int, shuffle: bool, seed: int, **kwargs):
+    def __init__(self, array, labels, indices, batch_size: int, shuffle: bool, seed: int, transform=None,
+                 **kwargs):
         super().__init__(**kwargs)
-        self.array, self.labels = array, labels
+        self.array, self.labels, self.transform = array, labels, transform
         self.indices = np.asarray(indices)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.epoch = 0
@@ -148,7 +154,8 @@ class Batches(keras.utils.PyDataset):
 
     def __getitem__(self, i: int):
         batch = self._order[i * self.batch_size : (i + 1) * self.batch_size]
-        return self.array[batch], self.labels[batch]
+        images = self.array[batch]
+        return (self.transform(images) if self.transform else images), self.labels[batch]
 
     def on_epoch_end(self) -> None:
         self.set_epoch(self.epoch + 1)

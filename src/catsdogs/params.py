@@ -68,6 +68,7 @@ class Data(_Section):
     validation_split: Annotated[float, Field(gt=0, lt=1)]
     split: Literal["keras", "hash"]
     batch_size: PositiveInt
+    cache: Literal["memory", "mmap"]
 
 
 class Model(_Section):
@@ -81,9 +82,12 @@ class Model(_Section):
 class Augment(_Section):
     flip: bool
     rotation: Annotated[float, Field(ge=0, le=0.5)]
+    where: Literal["model", "cpu"]
 
 
 class Train(_Section):
+    backend: Literal["tensorflow", "jax"]
+    precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"]
     learning_rate: Annotated[float, Field(gt=0)]
     lr_schedule: Literal["constant", "cosine"]
     warmup_epochs: Annotated[int, Field(ge=0)]

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from catsdogs import atomic, dataset, metrics, params
-from catsdogs import model as model_lib
+from catsdogs import atomic, backend, metrics, params
 from catsdogs.errors import UserError, run_main
 
 log = logging.getLogger("evaluate")
@@ -42,6 +41,9 @@ def main(argv=None) -> None:
     parser.add_argument("--cache", type=Path, required=True, help="decoded-image cache folder")
     args = parser.parse_args(argv)
     p = params.load()
+    backend.select(p.train.backend)
+    from catsdogs import dataset  # noqa: E402 - modules using Keras come after the backend is chosen
+    from catsdogs import model as model_lib
 
     model = model_lib.load(args.model)
     class_names = model_lib.load_classes(args.classes, model)
@@ -51,7 +53,7 @@ def main(argv=None) -> None:
     if data.class_names != class_names:
         raise UserError(f"{args.data}: class folders {data.class_names} differ from the model's {class_names}")
     image_size = model.input_shape[1:3]
-    array = dataset.load_images(args.data, data.paths, image_size, args.cache)
+    array = dataset.load_images(args.data, data.paths, image_size, args.cache, p.data.cache)
     val = dataset.Batches(array, data.labels, data.val, p.data.batch_size, shuffle=False, seed=p.seed)
 
     probs = model_lib.probabilities(model.predict(val, verbose=2))

@@ -14,17 +14,21 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 from unittest import mock
 
-import keras
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from catsdogs import atomic, augment, dataset, images, metrics, params
-from catsdogs import model as model_lib
+from catsdogs import atomic, backend, images, metrics, params
 from catsdogs.errors import UserError, run_main
+
+if TYPE_CHECKING:
+    import keras
+
+    from catsdogs import dataset
 
 log = logging.getLogger("plot")
 
@@ -88,6 +92,10 @@ def training_sample(data: dataset.Split, seed: int) -> np.ndarray:
 
 def augmented(picture: np.ndarray, augment_params, seed: int) -> Figure:
     """Nine copies through one call of the training augmentation: each copy draws its own flip and angle."""
+    import keras
+
+    from catsdogs import augment
+
     layer = augment.Augment(flip=augment_params.flip, rotation=augment_params.rotation, seed=seed)
     batch = keras.ops.convert_to_numpy(layer(np.repeat(picture[None], GRID * GRID, axis=0), training=True))
     pictures = np.clip(np.rint(batch), 0, 255).astype(np.uint8)
@@ -174,6 +182,8 @@ def architecture_diagram(model: keras.Model, path: Path) -> bool:
     failure (a missing pydot, a broken Graphviz) falls back on the summary rather than failing the stage."""
     if shutil.which("dot") is None:
         return False
+    import keras
+
     try:
         with atomic.atomic_path(path, suffix=".png") as tmp:
             keras.utils.plot_model(model, to_file=str(tmp), show_shapes=True)
@@ -206,6 +216,10 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
     args = parser.parse_args(argv)
     p = params.load()
+    backend.select(p.train.backend)
+    from catsdogs import dataset  # noqa: E402 - modules using Keras come after the backend is chosen
+    from catsdogs import model as model_lib
+
     require(args.data, "filter")
     train_log = read_csv(args.log, "train", TRAIN_LOG_COLUMNS)
     predictions = read_csv(args.predictions, "evaluate", PREDICTION_COLUMNS)

@@ -19,70 +19,12 @@ import json
 import logging
 import shutil
 import statistics
-import time
 from pathlib import Path
 
-import keras
-import numpy as np
-
-from catsdogs import atomic, dataset, params
-from catsdogs import model as model_lib
+from catsdogs import atomic, backend, params
 from catsdogs.errors import UserError, run_main
 
 log = logging.getLogger("train")
-
-
-class EpochStats(keras.callbacks.Callback):
-    """Adds the learning rate and the epoch's seconds to the logs (before CSVLogger writes them)."""
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        logs["seconds"] = time.perf_counter() - self.start
-
-
-class EpochSeeds(keras.callbacks.Callback):
-    """Ties each epoch's randomness to (seed, epoch) alone: the batch order, and the state of every layer's
-    seed generator (augmentation, dropout), which BackupAndRestore does not save. So a resumed run
-    repeats exactly what an uninterrupted one would have done."""
-
-    def __init__(self, batches: dataset.Batches, seed: int):
-        super().__init__()
-        self.batches, self.seed = batches, seed
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.batches.set_epoch(epoch)
-        generators = [layer.seed_generator for layer in self.model.layers if hasattr(layer, "seed_generator")]
-        for i, generator in enumerate(generators):
-            generator.state.assign(np.array([epoch, self.seed + i], dtype=generator.state.dtype))
-
-
-class AtomicCheckpoint(keras.callbacks.Callback):
-    """ModelCheckpoint("save_at_{epoch}.keras") written through a temporary file: a kill mid-save
-    leaves the previous checkpoints intact and no truncated one."""
-
-    def __init__(self, folder: Path):
-        super().__init__()
-        self.folder = folder
-
-    def on_epoch_end(self, epoch, logs=None):
-        with atomic.atomic_path(self.folder / f"save_at_{epoch + 1}.keras", suffix=".keras") as tmp:
-            self.model.save(tmp)
-
-
-def learning_rate(p: params.Params, steps_per_epoch: int):
-    t = p.train
-    if t.lr_schedule == "constant":
-        return t.learning_rate
-    warmup = t.warmup_epochs * steps_per_epoch
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if warmup else t.learning_rate,
-        decay_steps=p.epochs * steps_per_epoch - warmup,
-        warmup_target=t.learning_rate if warmup else None,
-        warmup_steps=warmup,
-    )
 
 
 def read_log(path: Path) -> list[dict]:
@@ -138,31 +80,46 @@ def main(argv=None) -> None:
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--cache", type=Path, required=True, help="decoded-image cache folder")
     parser.add_argument("--work", type=Path, required=True, help="where a run in progress keeps its state")
+    parser.add_argument("--jax-cache", type=Path, required=True, help="JAX's persistent compilation cache")
     args = parser.parse_args(argv)
     p = params.load()
     if not args.data.is_dir():
         raise UserError(f"{args.data}: cleaned image folder not found (run the filter stage first)")
 
+    backend.select(p.train.backend, jax_cache=args.jax_cache)
+    import keras  # noqa: E402 - Keras and the modules using it come after the backend is chosen
+
+    from catsdogs import augment, dataset, training
+    from catsdogs import model as model_lib
+
+    policy = backend.precision_policy(p.train.precision)
+    keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(p.seed)
     data = dataset.split(args.data, p.data.validation_split, p.seed, p.data.split)
     num_classes = len(data.class_names)
     log.info("%d images of %d classes (%s): %d for training, %d for validation",
              len(data.paths), num_classes, ", ".join(data.class_names), len(data.train), len(data.val))
-    array = dataset.load_images(args.data, data.paths, p.data.image_size, args.cache)
-    batch_size = p.data.batch_size
-    train = dataset.Batches(array, data.labels, data.train, batch_size, shuffle=True, seed=p.seed)
-    val = dataset.Batches(array, data.labels, data.val, batch_size, shuffle=False, seed=p.seed)
+    array = dataset.load_images(args.data, data.paths, p.data.image_size, args.cache, p.data.cache)
+    a = p.train.augment
+    on_cpu = augment.on_cpu(a.flip, a.rotation, p.seed) if a.where == "cpu" else None
+    train = dataset.Batches(array, data.labels, data.train, p.data.batch_size, shuffle=True, seed=p.seed,
+                            transform=on_cpu)
+    val = dataset.Batches(array, data.labels, data.val, p.data.batch_size, shuffle=False, seed=p.seed)
 
-    model = model_lib.build(p.data.image_size, num_classes, p.model, p.train.augment, p.seed)
-    model_lib.compile_for(model, num_classes, learning_rate(p, len(train)))
+    in_model = a if a.where == "model" else a.model_copy(update={"flip": False, "rotation": 0.0})
+    model = model_lib.build(p.data.image_size, num_classes, p.model, in_model, p.seed)
+    model_lib.compile_for(model, num_classes, training.learning_rate(p, len(train)))
+    log.info("Keras %s on %s, %s precision, augmentation in the %s, XLA %s", keras.__version__,
+             p.train.backend, policy, "model" if a.where == "model" else "CPU input pipeline",
+             "on" if model.jit_compile else "off (TensorFlow on a CPU: it runs slower there)")
 
     work = work_folder(args.work, p, dataset.fingerprint(args.data, data.paths))
     if (work / "backup").exists():
         log.info("resuming the interrupted run kept in %s", work)
     callbacks = [
-        EpochSeeds(train, p.seed),
-        EpochStats(),
-        AtomicCheckpoint(work / "checkpoints"),
+        training.EpochSeeds(train, p.seed),
+        training.EpochStats(),
+        training.AtomicCheckpoint(work / "checkpoints"),
         keras.callbacks.CSVLogger(str(work / "train_log.csv"), append=True),
         # last, so that an epoch counts as done only once its checkpoint and log row are written
         keras.callbacks.BackupAndRestore(str(work / "backup"), double_checkpoint=True),
