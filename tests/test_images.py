@@ -31,8 +31,14 @@ def test_good_images_are_kept_by_decode():
         (b"", "empty"),
         (b"hello, not an image", "not_an_image"),
         (encode("JPEG")[:1000], "truncated"),
-        (encode("JPEG")[:20] + bytes(300), "corrupt"),
-        (b"\x89PNG\r\n\x1a\n" + bytes(50), "corrupt"),
+        # A signature and the format's end marker, garbage in between: corrupt. Without the end marker the
+        # same bytes are a file cut short, even inside its header: truncated.
+        (encode("JPEG")[:20] + bytes(300) + b"\xff\xd9", "corrupt"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(50) + b"\x00\x00\x00\x00IEND\xaeB`\x82", "corrupt"),
+        (encode("JPEG")[:20] + bytes(300), "truncated"),
+        (encode("JPEG")[:100], "truncated"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(50), "truncated"),
+        (encode("GIF", mode="P")[:20], "truncated"),
     ],
 )
 def test_bad_files_get_a_specific_reason(data, reason):

@@ -56,10 +56,14 @@ def open_zip(path) -> zipfile.ZipFile:
 def list_members(archive: zipfile.ZipFile) -> Members:
     """Sort members: `PetImages/<class>/<image>` are images, the rest is ignored with a reason."""
     members = Members()
-    for info in archive.infolist():
+    infos = archive.infolist()
+    last = {info.filename: i for i, info in enumerate(infos)}  # reading a name gives its last entry
+    for i, info in enumerate(infos):
         if info.is_dir():
             continue
         reason = _unsafe(info)
+        if reason is None and last[info.filename] != i:
+            reason = "duplicate member name (a later entry of the same name is used)"
         parts = PurePosixPath(info.filename).parts
         if reason is None:
             if len(parts) != 3 or parts[0] != IMAGES_ROOT:

@@ -41,8 +41,39 @@ def is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
+def _end_missing(data: bytes) -> bool:
+    """Whether a file with an image signature lacks its format's end: JPEG's EOI marker, PNG's IEND chunk,
+    GIF's trailer, or the length that a WebP (RIFF) or BMP header declares. Only asked about files that do
+    not decode, to tell "truncated" from "corrupt"; a file that decodes is kept whatever follows its end."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return not data.endswith(b"\xff\xd9")
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return not data.endswith(b"IEND\xaeB`\x82")
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return not data.endswith(b";")
+    if data.startswith((b"RIFF", b"BM")) and len(data) >= 6:
+        declared = int.from_bytes(data[2:6] if data[:2] == b"BM" else data[4:8], "little")
+        declared += 8 if data[:4] == b"RIFF" else 0
+        return len(data) < 8 or len(data) < declared
+    return False
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """3-channel 8-bit RGB. 16-bit grayscale (PNG) is scaled down to 8 bits; Pillow's own conversion would
+    clip every value above 255 to white."""
+    if image.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
+        wide = np.asarray(image).astype(np.int64)
+        image = Image.fromarray((np.clip(wide, 0, 65535) >> 8).astype(np.uint8))
+    return image.convert("RGB")
+
+
 def check(data: bytes, method: str, max_pixels: int) -> str | None:
-    """Why a file must be dropped, as a key of REASONS, or None to keep it."""
+    """Why a file must be dropped, as a key of REASONS, or None to keep it.
+
+    `decode` keeps a file exactly when Pillow decodes it to pixels (what training will see). libjpeg
+    decodes JPEGs with damaged entropy-coded data with only a warning, which Pillow does not surface:
+    those are kept, with whatever pixels libjpeg reconstructs, as they would be in training.
+    """
     if method == "jfif":
         return None if b"JFIF" in data[:JFIF_WINDOW] else "no_jfif"
     if not data:
@@ -52,16 +83,18 @@ def check(data: bytes, method: str, max_pixels: int) -> str | None:
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as image:
                 if image.width * image.height > max_pixels:
-                    return "too_large"
-                image.convert("RGB").load()
+                    return "too_large"  # decided from the header alone: the pixels are never allocated
+                _to_rgb(image).load()
     except Image.DecompressionBombError:
         return "too_large"
     except UnidentifiedImageError:
-        return "corrupt" if data.startswith(_SIGNATURES) else "not_an_image"
+        if not data.startswith(_SIGNATURES):
+            return "not_an_image"
+        return "truncated" if _end_missing(data) else "corrupt"
     except OSError as exc:
-        return "truncated" if "truncated" in str(exc) else "corrupt"
+        return "truncated" if "truncated" in str(exc) or _end_missing(data) else "corrupt"
     except Exception:  # noqa: BLE001 - any decoder failure means the file cannot be used
-        return "corrupt"
+        return "truncated" if data.startswith(_SIGNATURES) and _end_missing(data) else "corrupt"
     return None
 
 
@@ -76,7 +109,7 @@ def decode(data: bytes, size: tuple[int, int]) -> np.ndarray:
         warnings.simplefilter("ignore")
         with Image.open(io.BytesIO(data)) as image:
             image.draft("RGB", (width, height))
-            rgb = image.convert("RGB")
+            rgb = _to_rgb(image)
     if rgb.size != (width, height):
         rgb = rgb.resize((width, height), Image.BILINEAR)
     return np.asarray(rgb, dtype=np.uint8)

@@ -1,0 +1,231 @@
+"""Side-by-side training speed and memory, plus filter throughput and no-op `dvc repro` time.
+
+    python benchmarks/benchmark.py [--images-per-class 1000] [--size 64] [--widths 16,32,64,128,256]
+                                   [--epochs 3] [--rss-images 0] [--dvc-images 0]
+
+Training variants, one process each, on the same synthetic data and the same model size:
+  (a) tutorial  the tutorial as written: image_dataset_from_directory decoding JPEGs every epoch,
+                RandomFlip + RandomRotation mapped over the tf.data pipeline on the CPU, float32
+  (b) project   this project's train stage, run as DVC runs it (decode once, augmentation in the model)
+  (c) model     the model alone on one batch already in memory, no input pipeline, no augmentation
+Figures are steady state (the first epoch, with its compilation, is left out), so compare them as ratios.
+
+`--rss-images N` also runs the train stage on N images per class at 180x180 for one epoch and reports
+its peak RSS (the memory target is about the data: the decoded uint8 array and the input pipeline).
+`--dvc-images N` builds the whole pipeline on a synthetic archive of N images per class and times a no-op
+`dvc repro` (median of three).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, PYTHONPATH=str(ROOT / "src"), TF_CPP_MIN_LOG_LEVEL="3", DVC_NO_ANALYTICS="1",
+           PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+
+
+def python(code_or_module: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *code_or_module], cwd=cwd, env=ENV, text=True, capture_output=True,
+                          check=False)
+
+
+def checked(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    if result.returncode:
+        raise SystemExit(f"{' '.join(result.args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def write_params(folder: Path, args, images_per_class: int, size: int, epochs: int) -> None:
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    widths = [int(w) for w in args.widths.split(",")]
+    p["epochs"] = epochs
+    p["download"].update(source="synthetic")
+    p["download"]["synthetic"].update(images_per_class=images_per_class, image_size=[max(size, 64), max(size, 64) + 32])
+    p["data"].update(image_size=[size, size], batch_size=args.batch_size)
+    p["model"].update(entry_width=widths[0], block_widths=widths[1:-1], exit_width=widths[-1], bn_momentum=0.9)
+    p["train"].update(learning_rate=1e-3)
+    (folder / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+
+
+def prepare(folder: Path, args, images_per_class: int, size: int, epochs: int) -> Path:
+    """A synthetic archive through the real download and filter stages: the cleaned folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_params(folder, args, images_per_class, size, epochs)
+    checked(python(["-m", "catsdogs.stages.download", "--out", "raw.zip", "--partial-dir", "partial"], folder))
+    checked(python(["-m", "catsdogs.stages.filter", "raw.zip", "--out", "clean", "--metrics", "filter.json",
+                    "--report", "dropped.csv"], folder))
+    return folder / "clean" / "PetImages"
+
+
+TRAIN_ARGS = ["--model", "model.keras", "--classes", "classes.json", "--checkpoints", "checkpoints",
+              "--log", "train_log.csv", "--metrics", "train.json", "--cache", "cache", "--work", "work",
+              "--jax-cache", "jax"]
+
+
+# Runs a module as `python -m` would, then reports the process's own peak RSS on stderr's last line.
+MEASURED = """
+import resource, runpy, sys
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+finally:
+    print("peak_rss_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+"""
+
+
+def run_measured(module: str, arguments: list[str], cwd: Path) -> tuple[str, float]:
+    """Run `python -m module arguments`; return its stdout and its peak RSS in GB."""
+    result = checked(python(["-c", MEASURED, module, *arguments], cwd))
+    last = result.stderr.strip().splitlines()[-1].split()
+    return result.stdout, int(last[1]) / 2**20
+
+
+# The two variants that are not the train stage, as small programs run in their own process.
+VARIANT = r'''
+import json, os, resource, statistics, sys, time
+import numpy as np, keras, tensorflow as tf
+from types import SimpleNamespace
+from catsdogs import model as model_lib
+variant, folder, size, batch, epochs, widths = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), [int(w) for w in sys.argv[6].split(",")]
+keras.utils.set_random_seed(1337)
+shape = SimpleNamespace(entry_width=widths[0], block_widths=widths[1:-1], exit_width=widths[-1], dropout=0.25, bn_momentum=0.9)
+no_augmentation = SimpleNamespace(flip=False, rotation=0.0)  # augmentation is in the input pipeline (a) or absent (c)
+model = model_lib.build((size, size), 2, shape, no_augmentation, 1337)
+model_lib.compile_for(model, 2, 1e-3)
+times = []
+class Timer(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None): self.t = time.perf_counter()
+    def on_epoch_end(self, epoch, logs=None): times.append(time.perf_counter() - self.t)
+if variant == "tutorial":
+    train_ds, val_ds = keras.utils.image_dataset_from_directory(folder, validation_split=0.2, subset="both",
+        seed=1337, image_size=(size, size), batch_size=batch, verbose=False)
+    n = len(train_ds.file_paths)
+    augmentation = [keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.1)]
+    def augment(images):
+        for layer in augmentation:
+            images = layer(images)
+        return images
+    # the model here takes uint8, so the augmented floats are cast back (one cheap op)
+    train_ds = train_ds.map(lambda img, label: (tf.cast(tf.clip_by_value(augment(img), 0, 255), tf.uint8), label),
+                            num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    val_ds = val_ds.map(lambda img, label: (tf.cast(img, tf.uint8), label)).prefetch(tf.data.AUTOTUNE)
+    model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[Timer()], verbose=0)
+else:  # the model alone: one batch, already in memory, repeated
+    n = batch * 20
+    x = np.random.default_rng(0).integers(0, 255, (batch, size, size, 3), dtype=np.uint8)
+    y = np.random.default_rng(1).integers(0, 2, batch)
+    data = tf.data.Dataset.from_tensors((x, y)).repeat(20).cache()
+    model.fit(data, epochs=epochs, callbacks=[Timer()], verbose=0)
+steady = times[1:] or times
+print(json.dumps({"images_per_second": n / statistics.median(steady), "seconds_per_epoch": statistics.median(steady),
+                  "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+'''
+
+
+def run_variant(variant: str, folder: Path, args) -> dict:
+    result = checked(python(["-c", VARIANT, variant, str(folder), str(args.size),
+                             str(args.batch_size), str(args.epochs), args.widths], folder.parent.parent))
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def run_train_stage(work: Path, folder: Path) -> dict:
+    _, peak_rss = run_measured("catsdogs.stages.train", [str(folder), *TRAIN_ARGS], work)
+    summary = json.loads((work / "train.json").read_text())
+    with open(work / "train_log.csv") as f:
+        seconds = [float(row["seconds"]) for row in csv.DictReader(f)]
+    return {"images_per_second": summary["train_images_per_second"],
+            "seconds_per_epoch": statistics.median(seconds[1:] or seconds), "peak_rss_gb": peak_rss}
+
+
+def train_speed(args, tmp: Path) -> None:
+    work = tmp / "speed"
+    folder = prepare(work, args, args.images_per_class, args.size, args.epochs)
+    print(f"training: {args.images_per_class} images per class at {args.size}x{args.size}, widths {args.widths}, "
+          f"batch {args.batch_size}, {args.epochs} epochs, {os.cpu_count()} cores")
+    rows = {}
+    for variant in ("tutorial", "project", "model"):
+        figures = run_train_stage(work, folder) if variant == "project" else run_variant(variant, folder, args)
+        rows[variant] = figures
+        print(f"  ({'abc'[len(rows) - 1]}) {variant:8}  {figures['images_per_second']:8.1f} img/s  "
+              f"{figures['seconds_per_epoch']:7.2f} s/epoch  peak RSS {figures['peak_rss_gb']:.2f} GB")
+    print(f"  project / tutorial: {rows['project']['images_per_second'] / rows['tutorial']['images_per_second']:.2f}x;"
+          f"  project / model alone: {rows['project']['images_per_second'] / rows['model']['images_per_second']:.2f}")
+
+
+def train_rss(args, tmp: Path) -> None:
+    """Peak RSS of the train stage on many images at the tutorial's 180x180, one epoch of a tiny model."""
+    work = tmp / "rss"
+    folder = prepare(work, args, args.rss_images, 180, 1)
+    p = yaml.safe_load((work / "params.yaml").read_text())
+    p["model"].update(entry_width=4, block_widths=[8], exit_width=8)
+    (work / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    _, peak_rss = run_measured("catsdogs.stages.train", [str(folder), *TRAIN_ARGS], work)
+    kept = json.loads((work / "filter.json").read_text())["kept"]
+    print(f"train stage peak RSS, {kept} images at 180x180 (uint8 array {kept * 180 * 180 * 3 / 1e9:.2f} GB), "
+          f"data.cache={p['data']['cache']}: {peak_rss:.2f} GB")
+
+
+def noop_repro(args, tmp: Path) -> None:
+    """A no-op `dvc repro` of the whole pipeline over a cleaned folder of 2 x N files."""
+    repo = tmp / "repo"
+    repo.mkdir()
+    for name in ["dvc.yaml", ".dvcignore", ".gitignore", "configs", "src", ".dvc/config"]:
+        source = ROOT / name
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, repo / name)
+    write_params(repo, args, args.dvc_images, 32, 1)
+    p = yaml.safe_load((repo / "params.yaml").read_text())
+    p["download"]["synthetic"]["image_size"] = [32, 48]
+    p["model"].update(entry_width=4, block_widths=[8], exit_width=8)
+    (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    for command in (["git", "init", "-q"], ["git", "add", "-A"],
+                    ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "b"]):
+        checked(subprocess.run(command, cwd=repo, env=ENV, capture_output=True, text=True))
+    start = time.perf_counter()
+    checked(python(["-m", "dvc", "repro"], repo))
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        result = checked(python(["-m", "dvc", "repro"], repo))
+        times.append(time.perf_counter() - start)
+        assert "Running stage" not in result.stdout, result.stdout
+    files = sum(1 for _ in (repo / "data/clean").rglob("*.jpg"))
+    print(f"dvc repro, whole pipeline, {files} files in data/clean: first run {first:.0f} s; "
+          f"no-op {statistics.median(times):.2f} s (median of {', '.join(f'{t:.2f}' for t in times)})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images-per-class", type=int, default=1000)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--widths", default="16,32,64,128,256", help="entry, blocks..., exit")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--rss-images", type=int, default=0, help="images per class for the RSS run (0: skip)")
+    parser.add_argument("--dvc-images", type=int, default=0, help="images per class for the DVC run (0: skip)")
+    parser.add_argument("--skip-speed", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="catsdogs-bench-") as tmp:
+        if not args.skip_speed:
+            train_speed(args, Path(tmp))
+        if args.rss_images:
+            train_rss(args, Path(tmp))
+        if args.dvc_images:
+            noop_repro(args, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,433 @@
+"""The README's workflows through the real `dvc` CLI, in temporary git repositories, on tiny params.
+
+The tiny pipeline runs once (the module fixture `pipeline`, committed as a user would) and each test works
+on its own copy of that repository: experiments (`dvc exp run -S`, a queue run by two workers), branches
+(`dvc metrics/params/plots diff`), remotes (push, then pull in a fresh clone), disk (outputs linked to the
+cache, not copied), resuming a train stage killed with SIGKILL, the stable `hash` split, `dvc dag` and
+`dvc status`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from catsdogs import images
+from conftest import ENV, PROJECT_FILES, ROOT, TINY_DATA, TINY_TRAINING, dvc, run, set_params
+
+pytestmark = pytest.mark.slow  # every test here rests on real (tiny) training runs
+
+STAGES = ["download", "filter", "train", "evaluate", "plot"]
+EPOCHS = 4
+PARAMS = TINY_DATA | TINY_TRAINING | {"epochs": EPOCHS}
+ARCHIVE = "data/raw/kagglecatsanddogs_5340.zip"
+
+
+def ran(result) -> set[str]:
+    """Names of the stages a `dvc repro`/`dvc exp run` actually ran."""
+    return {line.split("'")[1] for line in (result.stdout + result.stderr).splitlines()
+            if line.startswith("Running stage '")}
+
+
+def status(repo: Path) -> dict:
+    """`dvc status` as data: {} when every stage is up to date."""
+    return json.loads(dvc("status", "--json", cwd=repo).stdout)
+
+
+def git(repo: Path, *args) -> str:
+    return run("git", *args, cwd=repo).stdout
+
+
+def make_repo(repo: Path) -> Path:
+    """What conftest's `repo` fixture makes (the project's pipeline files, a git repository, one commit),
+    at a path of our choosing, so that a module-scoped fixture can build on it."""
+    repo.mkdir(parents=True)
+    for name in PROJECT_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, repo / name)
+    run("git", "init", "-q", cwd=repo)
+    run("git", "add", "-A", cwd=repo)
+    run("git", "commit", "-qm", "project", cwd=repo)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> Path:
+    """The tiny pipeline, run once and committed the way a user would; tests work on copies (`work`)."""
+    repo = make_repo(tmp_path_factory.mktemp("pipeline") / "repo")
+    set_params(repo, PARAMS)
+    run("git", "commit", "-qam", "tiny params", cwd=repo)
+    assert ran(dvc("repro", cwd=repo)) == set(STAGES)
+    assert status(repo) == {}
+    run("git", "add", "-A", cwd=repo)
+    run("git", "commit", "-qm", "tiny run", cwd=repo)
+    # what went into git: dvc.lock, metrics, the classes; the DVC outputs are git-ignored
+    tracked = git(repo, "ls-files").split()
+    assert {"dvc.lock", "metrics/metrics.json", "metrics/train_log.csv", "models/classes.json"} <= set(tracked)
+    assert not [p for p in tracked if p.startswith(("data/clean/", "data/raw/k", "models/checkpoints/",
+                                                      "models/model.keras", "metrics/plots/"))]
+    return repo
+
+
+@pytest.fixture
+def work(pipeline, tmp_path) -> Path:
+    """A copy of the committed tiny run: workspace, DVC cache, git history and the decoded-image cache."""
+    repo = tmp_path / "repo"
+    shutil.copytree(pipeline, repo, symlinks=True)
+    # copytree copies each hardlink as a file of its own: link the outputs to this copy's cache again
+    dvc("checkout", "--relink", cwd=repo)
+    assert status(repo) == {}
+    return repo
+
+
+def read_csv(text: str) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def flat_numbers(tree, prefix: str = "") -> dict:
+    """Numeric leaves of a metrics file as DVC names them: {"best.val_acc": 0.5, ...}."""
+    if isinstance(tree, dict):
+        return {k: v for key, value in tree.items() for k, v in flat_numbers(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: tree} if isinstance(tree, (int, float)) and not isinstance(tree, bool) else {}
+
+
+# --- 7. dvc dag, dvc status ----------------------------------------------------------------------------
+
+def test_dag_shows_the_five_stages_in_order_and_status_follows_every_change(work):
+    text = dvc("dag", cwd=work).stdout.splitlines()
+    rows = {name: next(i for i, line in enumerate(text) if f"| {name} |" in line) for name in STAGES}
+    assert sorted(STAGES, key=rows.get) == STAGES and len(set(rows.values())) == len(STAGES), "\n".join(text)
+    dot = dvc("dag", "--dot", cwd=work).stdout
+    for upstream, downstream in zip(STAGES, STAGES[1:]):
+        assert f'"{upstream}" -> "{downstream}"' in dot
+
+    assert status(work) == {}
+    set_params(work, {"train": {"learning_rate": 2.0e-3}})  # evaluate and plot do not read train.learning_rate
+    assert status(work) == {"train": [{"changed deps": {"params.yaml": {"train": "modified"}}}]}
+    set_params(work, {"data": {"batch_size": 8}})
+    changed = status(work)
+    assert set(changed) == {"train", "evaluate", "plot"}
+    assert "data.batch_size" in json.dumps(changed["evaluate"])
+    git(work, "checkout", "params.yaml")
+    assert status(work) == {}
+
+    shutil.rmtree(work / "models/checkpoints")
+    assert status(work) == {"train": [{"changed outs": {"models/checkpoints": "deleted"}}]}
+    dvc("checkout", cwd=work)
+    assert status(work) == {}
+    assert ran(dvc("repro", cwd=work)) == set()
+
+
+# --- 4. disk: outputs linked to the cache, stored once ------------------------------------------------
+
+def cache_object(repo: Path, md5: str) -> Path:
+    return repo / ".dvc/cache/files/md5" / md5[:2] / md5[2:]
+
+
+def linked_files(repo: Path, out: str) -> list[tuple[Path, Path]]:
+    """(workspace file, its cache object) for every file of output `out`, from dvc.lock."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    entry = next(o for stage in lock["stages"].values() for o in stage.get("outs", []) if o["path"] == out)
+    if not entry["md5"].endswith(".dir"):
+        return [(repo / out, cache_object(repo, entry["md5"]))]
+    manifest = json.loads(cache_object(repo, entry["md5"]).read_text())
+    return [(repo / out / f["relpath"], cache_object(repo, f["md5"])) for f in manifest]
+
+
+def is_linked(path: Path, cache: Path) -> bool:
+    """The same inode as its cache object (hardlink), or a symlink to it."""
+    if path.is_symlink():
+        return path.resolve() == cache.resolve()
+    return os.path.samefile(path, cache)
+
+
+def disk_use(root: Path, count_links: bool) -> int:
+    """Bytes allocated under `root`, each inode once (like `du`) or once per link (like `du -l`)."""
+    seen, total = set(), 0
+    for path in root.rglob("*"):
+        st = path.lstat()
+        if (st.st_dev, st.st_ino) in seen and not count_links:
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        total += st.st_blocks * 512
+    return total
+
+
+def test_outputs_are_linked_to_the_cache_not_stored_twice(pipeline, tmp_path):
+    assert dvc("config", "cache.type", cwd=pipeline).stdout.strip() == "hardlink,symlink"
+    checked = 0
+    for out in (ARCHIVE, "data/clean", "models/checkpoints", "models/model.keras", "metrics/plots"):
+        files = linked_files(pipeline, out)
+        assert files, out
+        for path, cache in files:
+            assert cache.is_file(), f"{out}: {cache} is not in the cache"
+            assert is_linked(path, cache), f"{path} is a copy of {cache}, not a link"
+            assert not path.stat().st_mode & 0o222, f"{path} is writable: editing it would corrupt the cache"
+            checked += 1
+    assert checked >= 100
+    # each inode counted once (what the disk holds) against every link counted (copies would cost this)
+    once, per_link = disk_use(pipeline, count_links=False), disk_use(pipeline, count_links=True)
+    outputs = sum(disk_use(pipeline / p, count_links=True) for p in ("data", "models/checkpoints"))
+    assert per_link - once >= 0.9 * outputs
+
+    # to edit a linked file in place: `dvc unprotect` turns it into a writable copy, the cache is untouched
+    repo = tmp_path / "repo"
+    shutil.copytree(pipeline, repo, symlinks=True)
+    dvc("checkout", "--relink", cwd=repo)
+    path, cache = linked_files(repo, "data/clean")[0]
+    before = cache.read_bytes()
+    dvc("unprotect", str(path.relative_to(repo)), cwd=repo)
+    assert not is_linked(path, cache) and path.stat().st_mode & 0o200
+    assert status(repo) == {}
+    path.write_bytes(before + b"edited")
+    assert cache.read_bytes() == before
+    assert status(repo)["filter"] == [{"changed outs": {"data/clean": "modified"}}]
+    dvc("checkout", "--force", "data/clean", cwd=repo)
+    assert path.read_bytes() == before and is_linked(path, cache) and status(repo) == {}
+
+
+# --- 3. remotes: push, then pull in a fresh clone -----------------------------------------------------
+
+def same_tree(a: Path, b: Path) -> bool:
+    if a.is_file():
+        return b.is_file() and a.read_bytes() == b.read_bytes()
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    return files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()) and all(
+        (a / f).read_bytes() == (b / f).read_bytes() for f in files)
+
+
+def test_push_then_pull_in_a_fresh_clone_restores_everything(work, tmp_path):
+    # the committed default remote: .dvc/storage inside the checkout, git-ignored
+    assert dvc("remote", "list", cwd=work).stdout.split()[:3] == ["local", str(work / ".dvc/storage"), "(default)"]
+    assert "pushed" in dvc("push", cwd=work).stdout
+    assert any((work / ".dvc/storage/files/md5").iterdir())
+    assert git(work, "status", "--porcelain") == ""
+
+    # a remote outside the checkout, set in .dvc/config.local (never committed), as for S3, GCS or SSH
+    remote = tmp_path / "remote"
+    dvc("remote", "modify", "--local", "local", "url", str(remote), cwd=work)
+    assert "pushed" in dvc("push", cwd=work).stdout
+    assert "in sync" in dvc("status", "--cloud", cwd=work).stdout
+    assert git(work, "status", "--porcelain") == ""
+
+    clone = tmp_path / "clone"
+    run("git", "clone", "-q", str(work), str(clone), cwd=tmp_path)
+    assert not (clone / "data/clean").exists() and not (clone / ARCHIVE).exists()
+    assert (clone / "metrics/metrics.json").is_file()  # metrics live in git
+    dvc("remote", "modify", "--local", "local", "url", str(remote), cwd=clone)
+    dvc("pull", cwd=clone)
+    for out in (ARCHIVE, "data/clean", "models/checkpoints", "models/model.keras", "metrics/plots"):
+        assert same_tree(work / out, clone / out), out
+    assert len(list((clone / "models/checkpoints").glob("save_at_*.keras"))) == EPOCHS
+    path, cache = linked_files(clone, "data/clean")[0]
+    assert is_linked(path, cache)
+    assert status(clone) == {}
+    assert ran(dvc("repro", cwd=clone)) == set()
+
+
+# --- 1. experiments ------------------------------------------------------------------------------------
+
+def wait_for_queue(repo: Path, timeout: float = 400) -> str:
+    """Poll `dvc queue status` until no task is queued or running (`dvc queue start` returns at once)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        table = dvc("queue", "status", cwd=repo).stdout
+        tasks = [line for line in table.splitlines() if line.strip() and not line.startswith(("Task", "Worker"))]
+        if not any(word in line.split() for line in tasks for word in ("Queued", "Running")):
+            return table
+        assert time.monotonic() < deadline, table
+        time.sleep(2)
+
+
+def experiments(repo: Path) -> dict:
+    """{experiment name: its params and metrics} from `dvc exp show --json`."""
+    shown = json.loads(dvc("exp", "show", "--json", cwd=repo).stdout)
+    return {rev["name"]: rev["data"] for baseline in shown for exp in baseline.get("experiments") or []
+            for rev in exp["revs"]}
+
+
+def test_experiments_set_params_and_a_queue_run_by_two_workers(work):
+    rates = {"lr-low": 5.0e-4, "lr-high": 3.0e-3}
+    for name, rate in rates.items():
+        dvc("exp", "run", "--queue", "-n", name, "-S", f"train.learning_rate={rate}", cwd=work)
+    assert dvc("queue", "status", cwd=work).stdout.count("Queued") == 2
+    dvc("queue", "start", "-j", "2", cwd=work)
+    try:
+        table = wait_for_queue(work)
+    finally:
+        dvc("queue", "stop", cwd=work, check=False)
+    assert table.count("Success") == 2, table + dvc("queue", "logs", "lr-low", cwd=work, check=False).stdout
+    assert status(work) == {} and git(work, "status", "--porcelain") == ""  # the queue ran in temp folders
+
+    result = dvc("exp", "run", "-S", "epochs=3", cwd=work)
+    assert ran(result) == {"train", "evaluate", "plot"}
+    assert yaml.safe_load((work / "params.yaml").read_text())["epochs"] == 3
+    assert json.loads((work / "metrics/train.json").read_text())["epochs"] == 3
+    assert status(work) == {}
+
+    found = experiments(work)
+    for name, rate in rates.items():
+        params = found[name]["params"]["params.yaml"]["data"]
+        metrics = {path: m["data"] for path, m in found[name]["metrics"].items()}
+        assert params["train"]["learning_rate"] == rate and params["epochs"] == EPOCHS
+        assert metrics["metrics/train.json"]["epochs"] == EPOCHS
+        assert 0 <= metrics["metrics/metrics.json"]["accuracy"] <= 1
+    (epochs_3,) = [d for name, d in found.items() if d["params"]["params.yaml"]["data"]["epochs"] == 3]
+    assert epochs_3["metrics"]["metrics/train.json"]["data"]["epochs"] == 3
+    assert epochs_3["metrics"]["metrics/metrics.json"]["data"] == json.loads((work / "metrics/metrics.json").read_text())
+
+    table = read_csv(dvc("exp", "show", "--csv", "--drop", ".*", "--keep",
+                         "Experiment|epochs|train.learning_rate|accuracy", cwd=work).stdout)
+    by_name = {row["Experiment"]: row for row in table}
+    for name, rate in rates.items():
+        assert float(by_name[name]["train.learning_rate"]) == rate
+        assert float(by_name[name]["accuracy"]) == found[name]["metrics"]["metrics/metrics.json"]["data"]["accuracy"]
+
+
+# --- 2. branches ---------------------------------------------------------------------------------------
+
+def test_branches_diff_metrics_params_and_plots(work, tmp_path):
+    main = git(work, "branch", "--show-current").strip()
+    git(work, "checkout", "-qb", "lr-high")
+    set_params(work, {"train": {"learning_rate": 3.0e-3}})
+    assert ran(dvc("repro", cwd=work)) == {"train", "evaluate", "plot"}
+    git(work, "add", "params.yaml", "dvc.lock", "metrics", "models/classes.json")
+    git(work, "commit", "-qm", "learning rate 3e-3")
+    assert git(work, "status", "--porcelain") == "" and status(work) == {}
+
+    diff = json.loads(dvc("metrics", "diff", main, "lr-high", "--json", cwd=work).stdout)
+    for path in ("metrics/train.json", "metrics/metrics.json", "metrics/filter.json"):
+        old = flat_numbers(json.loads(git(work, "show", f"{main}:{path}")))
+        new = flat_numbers(json.loads(git(work, "show", f"lr-high:{path}")))
+        changed = {k: {"old": old[k], "new": new[k]} for k in old if old[k] != new[k]}
+        assert {k: {"old": v["old"], "new": v["new"]} for k, v in diff.get(path, {}).items()} == changed, path
+    assert "accuracy" in diff["metrics/metrics.json"] or "loss" in diff["metrics/metrics.json"]
+    assert "metrics/filter.json" not in diff  # the data did not change
+    table = dvc("metrics", "diff", main, "lr-high", cwd=work).stdout
+    assert "final.val_loss" in table and "lr-high" in table
+
+    assert json.loads(dvc("params", "diff", main, "lr-high", "--json", cwd=work).stdout) == {
+        "params.yaml": {"train.learning_rate": {"old": 1.0e-3, "new": 3.0e-3, "diff": pytest.approx(2.0e-3)}}}
+
+    out = tmp_path / "plots"
+    plots = json.loads(dvc("plots", "diff", main, "lr-high", "--json", "-o", str(out), cwd=work).stdout)["data"]
+    for plot in ("loss", "accuracy", "confusion", "roc"):
+        (vega,) = plots[plot]
+        assert vega["revisions"] == [main, "lr-high"]
+        values = vega["content"]["data"]["values"]
+        assert {v["rev"] for v in values} == {main, "lr-high"}, plot
+    losses = {rev: [v["loss"] for v in plots["loss"][0]["content"]["data"]["values"]
+                    if v["rev"] == rev and v["field"] == "loss"] for rev in (main, "lr-high")}
+    assert len(losses[main]) == len(losses["lr-high"]) == EPOCHS and losses[main] != losses["lr-high"]
+    pngs = sorted(p.name for p in (work / "metrics/plots").glob("*.png"))
+    assert pngs
+    for png in pngs:
+        assert sorted(x["revisions"][0] for x in plots[f"metrics/plots/{png}"]) == sorted([main, "lr-high"])
+        assert (out / f"{main}_metrics_plots_{png}").is_file() and (out / f"lr-high_metrics_plots_{png}").is_file()
+
+
+# --- 5. resuming a killed train stage -----------------------------------------------------------------
+
+def kill_during_epoch_3(command: list[str], repo: Path) -> None:
+    """Start `command` in its own process group; SIGKILL the whole group once the work folder holds the
+    second epoch's checkpoint, as an out-of-memory killer or a lost machine would."""
+    process = subprocess.Popen([sys.executable, "-m", "dvc", *command], cwd=repo, env=ENV, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 300
+    try:
+        while not list(repo.glob(".cache/train/*/checkpoints/save_at_2.keras")):
+            if process.poll() is not None:
+                raise AssertionError(f"dvc {' '.join(command)} ended (exit {process.returncode}) before "
+                                     f"its second checkpoint:\n{process.stdout.read()[-4000:]}")
+            assert time.monotonic() < deadline, "no second checkpoint in time"
+            time.sleep(0.05)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        process.stdout.close()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+
+
+def assert_resumed_like_an_uninterrupted_run(result, repo: Path) -> None:
+    output = result.stdout + result.stderr
+    assert "resuming the interrupted run" in output, output[-4000:]
+    assert "train" in ran(result)
+    log = read_csv((repo / "metrics/train_log.csv").read_text())
+    assert [int(row["epoch"]) for row in log] == list(range(EPOCHS))
+    assert json.loads((repo / "metrics/train.json").read_text())["epochs"] == EPOCHS
+    assert len(list((repo / "models/checkpoints").glob("save_at_*.keras"))) == EPOCHS
+    assert not list((repo / ".cache/train").iterdir())
+    # the committed run of the same params was never interrupted
+    reference = read_csv(git(repo, "show", "HEAD:metrics/train_log.csv"))
+    strip = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731
+    assert strip(log) == strip(reference)
+    assert json.loads((repo / "metrics/metrics.json").read_text()) == json.loads(
+        git(repo, "show", "HEAD:metrics/metrics.json"))
+    assert status(repo) == {}
+
+
+def test_a_killed_train_stage_resumes_and_ends_like_an_uninterrupted_run(work):
+    # -f -s: run train again with the committed params (forced, train alone), then kill it mid-run
+    kill_during_epoch_3(["repro", "-f", "-s", "train"], work)
+    assert [p.name for p in work.glob(".cache/train/*")], "no interrupted run left to resume"
+    assert not (work / "metrics/train.json").exists()  # outputs appear only when training completes
+    assert "train" in status(work)
+    # DVC finds the killed process's entries in .dvc/tmp/rwlock and removes them itself (a warning)
+    assert_resumed_like_an_uninterrupted_run(dvc("repro", cwd=work), work)
+
+    kill_during_epoch_3(["exp", "run", "-f", "-s", "train"], work)
+    assert_resumed_like_an_uninterrupted_run(dvc("exp", "run", cwd=work), work)
+
+
+# --- 6. the stable `hash` split -------------------------------------------------------------------------
+
+def subsets(repo: Path) -> dict[str, str]:
+    """{image path: "val" or "train"}: validation images from the evaluate stage's predictions, the rest
+    of the cleaned folder for training."""
+    val = {row["path"] for row in read_csv((repo / "metrics/predictions.csv").read_text())}
+    root = repo / "data/clean/PetImages"
+    every = {p.relative_to(root).as_posix() for p in root.rglob("*.jpg")}
+    assert val < every
+    return {p: "val" if p in val else "train" for p in every}
+
+
+def keras_subsets(repo: Path) -> dict[str, str]:
+    """What `data.split: keras` (the tutorial's seeded shuffle) picks for the cleaned folder as it is."""
+    p = yaml.safe_load((repo / "params.yaml").read_text())
+    paths, labels, _ = images.index(repo / "data/clean/PetImages", seed=p["seed"])
+    (train, _), (val, _) = images.split(paths, labels, p["data"]["validation_split"])
+    return {p: "train" for p in train} | {p: "val" for p in val}
+
+
+def test_hash_split_keeps_every_image_in_its_subset_when_images_are_added(work):
+    set_params(work, {"epochs": 1, "data": {"split": "hash"}})
+    assert ran(dvc("repro", "evaluate", cwd=work)) == {"train", "evaluate"}
+    before, keras_before = subsets(work), keras_subsets(work)
+
+    more = TINY_DATA["download"]["synthetic"]["images_per_class"] + 20
+    set_params(work, {"download": {"synthetic": {"images_per_class": more}}})
+    assert "download" in status(work)
+    assert ran(dvc("repro", "evaluate", cwd=work)) == {"download", "filter", "train", "evaluate"}
+    after, keras_after = subsets(work), keras_subsets(work)
+
+    kept = before.keys() & after.keys()
+    assert len(after) > len(before) and len(kept) >= 0.9 * len(before)
+    assert {p: after[p] for p in kept} == {p: before[p] for p in kept}  # hash: no earlier image moved
+    moved = [p for p in kept if keras_before[p] != keras_after[p]]
+    assert len(moved) >= 5, "the keras split was expected to move earlier images between subsets"
