@@ -54,11 +54,24 @@ def expand(paths) -> list[Path]:
             if not any(images.is_image_name(f.name) for f in found):
                 raise UserError(f"{path}: no image files in this folder")
             files.extend(found)
-        elif path.is_file():
+        elif path.exists():  # a file, or something else that predict() reports as not a regular file
             files.append(path)
         else:
             raise UserError(f"{path}: no such file or folder")
     return files
+
+
+def _read(file: Path, max_pixels: int) -> tuple[bytes | None, str | None]:
+    """The file's bytes, or why they are not read: not a regular file (a FIFO would block), unreadable, or
+    too large to be an image of at most `max_pixels` pixels (never read into memory)."""
+    try:
+        if not file.is_file():
+            return None, "not a regular file"
+        if file.stat().st_size > max_pixels * 4 + 2**20:
+            return None, f"too_large: {images.REASONS['too_large']}"
+        return file.read_bytes(), None
+    except OSError as exc:
+        return None, f"unreadable: {exc.strerror or exc}"
 
 
 def predict(paths, model_path, classes_path, batch_size: int = 64, max_pixels: int = MAX_PIXELS) -> list[Result]:
@@ -70,7 +83,10 @@ def predict(paths, model_path, classes_path, batch_size: int = 64, max_pixels: i
 
     results, good, arrays = [], [], []
     for file in files:
-        data = file.read_bytes()
+        data, problem = _read(file, max_pixels)
+        if problem:
+            results.append(Result(str(file), error=problem))
+            continue
         reason = images.check(data, "decode", max_pixels)
         if reason:
             results.append(Result(str(file), error=f"{reason}: {images.REASONS[reason]}"))

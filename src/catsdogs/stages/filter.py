@@ -13,7 +13,10 @@ import functools
 import io
 import logging
 import os
+import shutil
+import signal
 import time
+import unicodedata
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -30,7 +33,24 @@ _zip = None  # each worker process opens the archive once
 
 def _open_in_worker(path: str) -> None:
     global _zip
+    # Ctrl-C reaches the whole process group: the main process stops the pool and reports it once,
+    # instead of every worker printing its own KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _zip = zipped.open_zip(path)
+
+
+def _read(name: str) -> bytes:
+    """A member's bytes; ArchiveError naming the member when the archive cannot give them."""
+    try:
+        return _zip.read(name)
+    except RuntimeError as exc:  # zipfile's way of saying "encrypted"
+        raise zipped.ArchiveError(f"{_zip.filename}: member {name} cannot be read ({exc})") from None
+    except NotImplementedError as exc:
+        raise zipped.ArchiveError(f"{_zip.filename}: member {name} uses an unsupported compression method "
+                                  f"({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - BadZipFile (CRC), zlib.error, EOFError, OSError...
+        raise zipped.ArchiveError(f"{_zip.filename}: member {name} is damaged ({type(exc).__name__}: {exc}); "
+                                  "the archive is corrupt: delete it and download again") from None
 
 
 def _check_chunk(chunk, out_dir: str, method: str, max_pixels: int):
@@ -40,11 +60,14 @@ def _check_chunk(chunk, out_dir: str, method: str, max_pixels: int):
         if _zip.getinfo(name).file_size > max_pixels * 4 + 2**20:
             results.append((name, cls, "too_large"))  # never inflate a zip bomb into memory
             continue
-        data = _zip.read(name)
+        data = _read(name)
         reason = images.check(data, method, max_pixels)
         if reason is None:
             target = Path(out_dir, zipped.IMAGES_ROOT, cls, Path(name).name)
-            target.write_bytes(data)
+            try:
+                target.write_bytes(data)
+            except OSError as exc:
+                raise UserError(f"cannot write {Path(name).name} into the cleaned folder: {exc}") from None
         results.append((name, cls, reason))
     return results
 
@@ -62,14 +85,70 @@ def filter_archive(zip_path: Path, members: zipped.Members, out_dir: Path, metho
     workers = workers or os.cpu_count() or 1
     chunks = list(_chunks(members.images, 64))
     results = []
-    with ProcessPoolExecutor(workers, initializer=_open_in_worker, initargs=(str(zip_path),)) as pool:
+    pool = ProcessPoolExecutor(workers, initializer=_open_in_worker, initargs=(str(zip_path),))
+    try:
         check = functools.partial(_check_chunk, out_dir=str(out_dir), method=method, max_pixels=max_pixels)
-        futures = pool.map(check, chunks)
         with tqdm(total=len(members.images), desc=f"filter ({method})", unit="img") as bar:
-            for chunk_results in futures:
+            for chunk_results in pool.map(check, chunks):
                 results.extend(chunk_results)
                 bar.update(len(chunk_results))
+    except BaseException:  # an error or Ctrl-C: stop now, not after every chunk already queued
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
     return results
+
+
+def name_key(folder: Path):
+    """How the file system holding `folder` compares names: a function from a name to what it really stores
+    it under. On a case-insensitive one (macOS, Windows) "a.jpg" and "A.jpg" are one file."""
+    probe = folder / ".Probe-\u00e9"
+    probe.touch()
+    try:
+        folds_case = (folder / ".pROBE-\u00e9").exists()
+        folds_unicode = (folder / ".Probe-e\u0301").exists()  # the same name, decomposed (NFD)
+    finally:
+        probe.unlink()
+
+    def key(name: str) -> str:
+        name = unicodedata.normalize("NFC", name) if folds_unicode else name
+        return name.casefold() if folds_case else name
+
+    return key
+
+
+def separate_clashes(members: zipped.Members, key) -> zipped.Members:
+    """Members whose cleaned files would land on the same path under `key` (e.g. "a.jpg" and "A.jpg" on a
+    case-insensitive file system): the first one is kept, later ones are ignored with the reason. Class
+    folders that would merge are an error."""
+    classes: dict[str, str] = {}
+    for cls in members.classes:
+        if key(cls) in classes:
+            raise UserError(f"class folders {classes[key(cls)]} and {cls} differ only in case or Unicode form: "
+                            "this file system cannot hold both; rename one in the archive")
+        classes[key(cls)] = cls
+    seen: dict[tuple[str, str], str] = {}
+    kept = zipped.Members(ignored=list(members.ignored))
+    for name, cls in members.images:
+        target = (key(cls), key(Path(name).name))
+        if target in seen:
+            kept.ignored.append((name, f"same file name as {seen[target]} on this file system "
+                                       "(it does not tell case or Unicode forms apart)"))
+        else:
+            seen[target] = name
+            kept.images.append((name, cls))
+    return kept
+
+
+def remove_leftovers(*targets: Path) -> None:
+    """Temporary files and folders of a run that was killed (SIGKILL, power cut) before it could clean up."""
+    for target in targets:
+        for stale in target.parent.glob(f".{target.name}.*.tmp"):
+            log.info("removing %s, left by an interrupted run", stale)
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
 
 
 def summarize(results, ignored, method: str, seconds: float) -> dict:
@@ -114,8 +193,10 @@ def main(argv=None) -> None:
     start = time.perf_counter()
     with zipped.open_zip(args.archive) as archive:
         members = zipped.list_members(archive)
-    ignored = members.ignored
+    remove_leftovers(args.out, args.metrics, args.report)
     with atomic.atomic_dir(args.out) as tmp_out:
+        members = separate_clashes(members, name_key(tmp_out))
+        ignored = members.ignored
         results = filter_archive(args.archive, members, tmp_out, p.method, p.max_pixels, p.workers)
         summary = summarize(results, ignored, p.method, time.perf_counter() - start)
         empty = [cls for cls, n in summary["kept_per_class"].items() if n == 0]

@@ -1,0 +1,60 @@
+"""The train stage on the jax backend, in a process where TensorFlow cannot be imported."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import ROOT, TINY_TRAINING, run
+
+pytest.importorskip("jax")
+
+TRAIN = ["--model", "models/model.keras", "--classes", "models/classes.json", "--checkpoints", "models/checkpoints",
+         "--log", "metrics/train_log.csv", "--metrics", "metrics/train.json", "--cache", ".cache/images",
+         "--work", ".cache/train", "--jax-cache", ".cache/jax"]
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    rng = np.random.default_rng(0)
+    for cls in ("Cat", "Dog"):
+        (tmp_path / "clean" / cls).mkdir(parents=True)
+        for i in range(24):
+            pixels = rng.integers(0, 255, (36, 40, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "clean" / cls / f"{i}.jpg")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for key, value in TINY_TRAINING.items():
+        params[key] = params[key] | value if isinstance(value, dict) else value
+    params["train"]["backend"] = "jax"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    # a package named tensorflow that refuses to import, first on the path
+    (tmp_path / "no_tf" / "tensorflow").mkdir(parents=True)
+    (tmp_path / "no_tf" / "tensorflow" / "__init__.py").write_text('raise ImportError("TensorFlow is not installed")\n')
+    return tmp_path
+
+
+def test_jax_backend_trains_without_tensorflow(workdir, monkeypatch):
+    env_path = f"{workdir / 'no_tf'}:{ROOT / 'src'}"
+    monkeypatch.setenv("PYTHONPATH", env_path)
+    import conftest
+
+    monkeypatch.setitem(conftest.ENV, "PYTHONPATH", env_path)
+    refused = run(sys.executable, "-c", "import tensorflow", cwd=workdir, check=False)
+    assert "TensorFlow is not installed" in refused.stderr
+
+    result = run(sys.executable, "-m", "catsdogs.stages.train", "clean", *TRAIN, cwd=workdir)
+    assert "on jax" in result.stderr + result.stdout
+    summary = json.loads((workdir / "metrics/train.json").read_text())
+    assert summary["epochs"] == TINY_TRAINING["epochs"]
+    assert (workdir / "models/model.keras").stat().st_size > 0
+    assert any((workdir / ".cache/jax").iterdir())  # the persistent compilation cache was filled
+
+    # the evaluate stage reads the same params and so runs on jax too
+    result = run(sys.executable, "-m", "catsdogs.stages.evaluate", "clean", "--model", "models/model.keras",
+                 "--classes", "models/classes.json", "--metrics", "metrics/metrics.json", "--predictions",
+                 "metrics/predictions.csv", "--roc", "metrics/roc.csv", "--cache", ".cache/images", cwd=workdir)
+    metrics = json.loads((workdir / "metrics/metrics.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(summary["final"]["val_acc"], abs=1e-5)
