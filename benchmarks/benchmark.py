@@ -26,8 +26,10 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import yaml
@@ -48,11 +50,24 @@ def checked(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     return result
 
 
-def write_params(folder: Path, args, images_per_class: int, size: int, epochs: int) -> None:
+def photos_zip(source: Path, target: Path) -> Path:
+    """A tar of real photos laid out like the archive (../shared/data), as a zip the download stage copies."""
+    with tarfile.open(source) as tar, zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as zf:
+        for member in tar:
+            if member.isfile():
+                zf.writestr(member.name, tar.extractfile(member).read())
+    return target
+
+
+def write_params(folder: Path, args, images_per_class: int, size: int, epochs: int, photos: Path | None = None):
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     widths = [int(w) for w in args.widths.split(",")]
     p["epochs"] = epochs
-    p["download"].update(source="synthetic")
+    if photos:
+        p["download"].update(source="url", url=str(photos_zip(photos, folder / "photos.zip")), size=None,
+                             sha256=None)
+    else:
+        p["download"].update(source="synthetic")
     p["download"]["synthetic"].update(images_per_class=images_per_class, image_size=[max(size, 64), max(size, 64) + 32])
     p["data"].update(image_size=[size, size], batch_size=args.batch_size)
     p["model"].update(entry_width=widths[0], block_widths=widths[1:-1], exit_width=widths[-1], bn_momentum=0.9)
@@ -60,10 +75,10 @@ def write_params(folder: Path, args, images_per_class: int, size: int, epochs: i
     (folder / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
 
 
-def prepare(folder: Path, args, images_per_class: int, size: int, epochs: int) -> Path:
-    """A synthetic archive through the real download and filter stages: the cleaned folder."""
+def prepare(folder: Path, args, images_per_class: int, size: int, epochs: int, photos: Path | None = None) -> Path:
+    """A synthetic archive (or the photos) through the real download and filter stages: the cleaned folder."""
     folder.mkdir(parents=True, exist_ok=True)
-    write_params(folder, args, images_per_class, size, epochs)
+    write_params(folder, args, images_per_class, size, epochs, photos)
     checked(python(["-m", "catsdogs.stages.download", "--out", "raw.zip", "--partial-dir", "partial"], folder))
     checked(python(["-m", "catsdogs.stages.filter", "raw.zip", "--out", "clean", "--metrics", "filter.json",
                     "--report", "dropped.csv"], folder))
@@ -152,8 +167,9 @@ def run_train_stage(work: Path, folder: Path) -> dict:
 
 def train_speed(args, tmp: Path) -> None:
     work = tmp / "speed"
-    folder = prepare(work, args, args.images_per_class, args.size, args.epochs)
-    print(f"training: {args.images_per_class} images per class at {args.size}x{args.size}, widths {args.widths}, "
+    folder = prepare(work, args, args.images_per_class, args.size, args.epochs, args.photos)
+    source = args.photos.name if args.photos else f"synthetic, {args.images_per_class} images per class"
+    print(f"training: {source}, at {args.size}x{args.size}, widths {args.widths}, "
           f"batch {args.batch_size}, {args.epochs} epochs, {os.cpu_count()} cores")
     rows = {}
     for variant in ("tutorial", "project", "model"):
@@ -209,6 +225,8 @@ def noop_repro(args, tmp: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=Path, help="a tar of real photos (PetImages/<class>/N.jpg) instead of "
+                        "synthetic images, e.g. ../shared/data/petimages-fullres-sample.tar")
     parser.add_argument("--images-per-class", type=int, default=1000)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--widths", default="16,32,64,128,256", help="entry, blocks..., exit")

@@ -115,3 +115,33 @@ def test_bad_input_is_a_clear_message_and_exit_code_2(trained, tmp_path, capsys,
     assert code == 2
     assert message in err
     assert "Traceback" not in err
+
+
+def test_folder_of_odd_files_reports_each_and_predicts_the_good_ones(trained, tmp_path, capsys):
+    import os
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    photo(folder / "a_good.jpg")
+    photo(folder / "b_png_named.jpg", fmt="PNG")
+    truncated = (folder / "a_good.jpg").read_bytes()
+    (folder / "c_truncated.jpg").write_bytes(truncated[: len(truncated) // 2])
+    (folder / "d_bomb.png").write_bytes(  # declares 100000 x 100000 pixels in about 60 bytes
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(bytes(16))) + chunk(b"IEND", b""))
+    (folder / "e_text.jpg").write_text("not an image")
+    os.mkfifo(folder / "f_pipe.jpg")  # reading it would block forever
+    code, out, err = predict(trained, folder, capsys=capsys)
+    assert code == 2
+    assert [line.split(": ")[0] for line in out.strip().splitlines()] == [
+        str(folder / "a_good.jpg"), str(folder / "b_png_named.jpg")]
+    assert f"{folder / 'c_truncated.jpg'}: skipped: truncated" in err
+    assert f"{folder / 'd_bomb.png'}: skipped: too_large" in err
+    assert f"{folder / 'e_text.jpg'}: skipped: not_an_image" in err
+    assert f"{folder / 'f_pipe.jpg'}: skipped: not a regular file" in err
+    assert "Traceback" not in err

@@ -56,8 +56,9 @@ def _reflect(index, size: int):
 def rotate(images, angle):
     """Rotate each image by its angle (radians) about its centre, bilinear, reflecting at the borders.
 
-    Written with gathers instead of ops.image.affine_transform, whose TensorFlow kernel has no XLA
-    implementation: this way the whole train step compiles with XLA on every backend.
+    Written as plain gathers instead of ops.image.affine_transform, whose TensorFlow kernel has no XLA
+    implementation: this way the whole train step compiles with XLA on every backend. One flat gather over
+    all pixels of the batch is several times faster than a per-image take_along_axis.
     """
     height, width, channels = images.shape[1], images.shape[2], images.shape[3]
     cy, cx = (height - 1) / 2, (width - 1) / 2
@@ -72,12 +73,11 @@ def rotate(images, angle):
     wx = ops.cast(x - x0, images.dtype)[..., None]
     wy = ops.cast(y - y0, images.dtype)[..., None]
     x0, y0 = ops.cast(x0, "int32"), ops.cast(y0, "int32")
-    flat = ops.reshape(images, (-1, height * width, channels))
+    flat = ops.reshape(images, (-1, channels))
+    first_pixel = (ops.arange(ops.shape(images)[0], dtype="int32") * (height * width))[:, None, None]
 
     def pixels(yi, xi):
-        index = _reflect(yi, height) * width + _reflect(xi, width)
-        index = ops.reshape(index, (-1, height * width, 1))
-        return ops.reshape(ops.take_along_axis(flat, index, axis=1), (-1, height, width, channels))
+        return ops.take(flat, first_pixel + _reflect(yi, height) * width + _reflect(xi, width), axis=0)
 
     top = pixels(y0, x0) * (1 - wx) + pixels(y0, x0 + 1) * wx
     bottom = pixels(y0 + 1, x0) * (1 - wx) + pixels(y0 + 1, x0 + 1) * wx

@@ -92,6 +92,7 @@ class Train(_Section):
     lr_schedule: Literal["constant", "cosine"]
     warmup_epochs: Annotated[int, Field(ge=0)]
     augment: Augment
+    distribute: Literal["none", "auto"] = "none"
 
 
 class Params(_Section):

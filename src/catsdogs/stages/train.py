@@ -91,7 +91,12 @@ def main(argv=None) -> None:
 
     from catsdogs import augment, dataset, training
     from catsdogs import model as model_lib
+    from catsdogs import distribute
 
+    plan = distribute.setup(p.train.distribute, p.train.backend)  # first: before any tensor exists
+    distribute.check_batch_size(plan, p.data.batch_size)
+    # only the chief writes the outputs; every other process writes the same into a discarded folder
+    args = distribute.redirect(args, plan, "model", "classes", "checkpoints", "log", "metrics", "work")
     policy = backend.precision_policy(p.train.precision)
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(p.seed)
@@ -105,15 +110,20 @@ def main(argv=None) -> None:
     train = dataset.Batches(array, data.labels, data.train, p.data.batch_size, shuffle=True, seed=p.seed,
                             transform=on_cpu)
     val = dataset.Batches(array, data.labels, data.val, p.data.batch_size, shuffle=False, seed=p.seed)
+    # on several devices: the last training batch trimmed, the last validation batch padded to split evenly
+    train, val = distribute.batches(train, plan, "drop"), distribute.batches(val, plan, "pad")
 
     in_model = a if a.where == "model" else a.model_copy(update={"flip": False, "rotation": 0.0})
-    model = model_lib.build(p.data.image_size, num_classes, p.model, in_model, p.seed)
-    model_lib.compile_for(model, num_classes, training.learning_rate(p, len(train)))
+    with plan.scope():
+        model = model_lib.build(p.data.image_size, num_classes, p.model, in_model, p.seed)
+        model_lib.compile_for(model, num_classes, training.learning_rate(p, len(train)))
     log.info("Keras %s on %s, %s precision, augmentation in the %s, XLA %s", keras.__version__,
              p.train.backend, policy, "model" if a.where == "model" else "CPU input pipeline",
              "on" if model.jit_compile else "off (TensorFlow on a CPU: it runs slower there)")
 
     work = work_folder(args.work, p, dataset.fingerprint(args.data, data.paths))
+    if plan.processes > 1:  # no resume across processes: all of them would have to restore the same epoch
+        shutil.rmtree(work, ignore_errors=True)
     if (work / "backup").exists():
         log.info("resuming the interrupted run kept in %s", work)
     callbacks = [
