@@ -1,6 +1,5 @@
 """`catsdogs predict` with a tiny real model: sentences, JSON, and every kind of bad input."""
 
-import io
 import json
 from types import SimpleNamespace
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -47,6 +50,17 @@ def atomic_dir(target: str | os.PathLike):
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_leftovers(*targets: str | os.PathLike) -> None:
+    """The temporary files and folders of a run killed (SIGKILL, power cut) before its cleanup could run."""
+    for target in map(Path, targets):
+        for stale in target.parent.glob(f".{target.name}.*.tmp*"):
+            log.info("removing %s, left by an interrupted run", stale)
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

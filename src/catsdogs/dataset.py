@@ -115,7 +115,6 @@ def load_images(directory: str | os.PathLike, paths: list[str], size, cache_dir:
             for _ in tqdm(pool.map(decode_into, range(len(paths))), total=len(paths), desc="decode", unit="img"):
                 pass
         array.flush()
-        del array
     log.info("decoded %d images once into %s", len(paths), cache)
     return np.load(cache, mmap_mode=mmap_mode)
 

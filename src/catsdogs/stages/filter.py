@@ -13,7 +13,6 @@ import functools
 import io
 import logging
 import os
-import shutil
 import signal
 import time
 import unicodedata
@@ -140,17 +139,6 @@ def separate_clashes(members: zipped.Members, key) -> zipped.Members:
     return kept
 
 
-def remove_leftovers(*targets: Path) -> None:
-    """Temporary files and folders of a run that was killed (SIGKILL, power cut) before it could clean up."""
-    for target in targets:
-        for stale in target.parent.glob(f".{target.name}.*.tmp"):
-            log.info("removing %s, left by an interrupted run", stale)
-            if stale.is_dir():
-                shutil.rmtree(stale, ignore_errors=True)
-            else:
-                stale.unlink(missing_ok=True)
-
-
 def summarize(results, ignored, method: str, seconds: float) -> dict:
     classes = sorted({cls for _, cls, _ in results})
     reasons = [r for r in images.REASONS if (r == "no_jfif") == (method == "jfif")]
@@ -193,7 +181,7 @@ def main(argv=None) -> None:
     start = time.perf_counter()
     with zipped.open_zip(args.archive) as archive:
         members = zipped.list_members(archive)
-    remove_leftovers(args.out, args.metrics, args.report)
+    atomic.remove_leftovers(args.out, args.metrics, args.report)
     with atomic.atomic_dir(args.out) as tmp_out:
         members = separate_clashes(members, name_key(tmp_out))
         ignored = members.ignored

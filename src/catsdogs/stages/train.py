@@ -85,6 +85,7 @@ def main(argv=None) -> None:
     p = params.load()
     if not args.data.is_dir():
         raise UserError(f"{args.data}: cleaned image folder not found (run the filter stage first)")
+    atomic.remove_leftovers(args.model, args.classes, args.checkpoints, args.log, args.metrics)
 
     backend.select(p.train.backend, jax_cache=args.jax_cache)
     import keras  # noqa: E402 - Keras and the modules using it come after the backend is chosen
