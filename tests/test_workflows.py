@@ -420,7 +420,10 @@ def test_hash_split_keeps_every_image_in_its_subset_when_images_are_added(work):
     assert ran(dvc("repro", "evaluate", cwd=work)) == {"train", "evaluate"}
     before, keras_before = subsets(work), keras_subsets(work)
 
-    more = TINY_DATA["download"]["synthetic"]["images_per_class"] + 20
+    # 70 per class: 134 kept, 108 of them for training. (A size whose training batches include one of
+    # an odd size, e.g. 80 per class: 123 = 7 x 16 + 11, crashes TensorFlow 2.21's oneDNN CPU kernels
+    # at random inside the model's strided 1x1 residual Conv2D: a bug of its own, outside this test.)
+    more = TINY_DATA["download"]["synthetic"]["images_per_class"] + 10
     set_params(work, {"download": {"synthetic": {"images_per_class": more}}})
     assert "download" in status(work)
     assert ran(dvc("repro", "evaluate", cwd=work)) == {"download", "filter", "train", "evaluate"}

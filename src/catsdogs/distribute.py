@@ -12,10 +12,10 @@ cluster is described in the environment:
 `data.batch_size` is the GLOBAL batch: every step trains on that many images, split evenly across all
 replicas; it must be a multiple of the replica count. The learning rate is never rescaled here.
 
-A batch that does not split evenly — the last one of an epoch — is trimmed (training: at most
-replicas − 1 images sit that epoch out; the order is reshuffled every epoch, so not the same ones) or padded
-with zero-weight copies (validation: every validation image is scored once, the padding counts in neither
-the accuracy nor the loss's sum, only in the loss's denominator).
+A batch that does not split evenly — the last one of an epoch — is trimmed in training (at most
+replicas - 1 images sit that epoch out; the order is reshuffled every epoch, so not the same ones) and padded
+with copies of one image in validation, whose metrics `ExactValidation` then corrects: val_loss and val_acc
+are the means over exactly the validation images, as on one device.
 
 Only the chief (TensorFlow's chief or worker 0, JAX's process 0) writes the stage's outputs; every other
 process runs the same saves into a temporary folder that is removed when it exits (TensorFlow's multi-worker
@@ -85,11 +85,15 @@ class Plan:
 
 def setup(mode: str, backend: str) -> Plan:
     """The plan for `train.distribute` = `mode` on `backend`, with the backend configured for it."""
+    found = [name for name in ("TF_CONFIG", *JAX_CLUSTER_ENV) if os.environ.get(name)]
+    ignored = [name for name in found if (name == "TF_CONFIG") != (backend == "tensorflow")]
+    if mode == "none" and found:
+        log.warning("%s set, but train.distribute is none: this process trains alone, on one device",
+                    " and ".join(found))
+    elif ignored:
+        log.warning("%s ignored: the %s backend reads %s", " and ".join(ignored), backend,
+                    "TF_CONFIG" if backend == "tensorflow" else "KERAS_DISTRIBUTION_*")
     if mode == "none":
-        found = [name for name in ("TF_CONFIG", *JAX_CLUSTER_ENV) if os.environ.get(name)]
-        if found:
-            log.warning("%s set, but train.distribute is none: this process trains alone, on one device",
-                        " and ".join(found))
         plan = Plan()
     elif backend == "tensorflow":
         plan = _tensorflow()
@@ -120,6 +124,7 @@ def tf_cluster() -> tuple[int, int]:
 def _tensorflow() -> Plan:
     import tensorflow as tf
 
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)  # not one INFO line per variable and step
     processes, process_id = tf_cluster()
     if processes > 1:
         # First, before any tensor exists: it configures the collectives of this process's runtime.
@@ -148,6 +153,38 @@ def _jax() -> Plan:
     return Plan("keras.distribution.DataParallel", len(devices), jax.process_count(), jax.process_index())
 
 
+def prepare(plan: Plan, model, batches) -> None:
+    """Works around two bugs of Keras 3's TensorFlow trainer under MultiWorkerMirroredStrategy, which make
+    `fit` fail on every multi-worker cluster (keras-team/keras#20585, tensorflow/tensorflow#72388: TensorFlow's
+    own multi-worker Keras tutorial fails the same way). Nothing changes for any other strategy.
+
+    1. Before training, `fit` and `evaluate` all-reduce a whole input batch across the workers only to learn
+       its shapes (`Trainer._maybe_symbolic_build`), which the collective strategy cannot do for an
+       (images, labels) pair. The model is built from one local batch here instead, and that step skipped.
+    2. Each step's loss and metrics are averaged over the replicas with `strategy.reduce("MEAN", value,
+       axis=0)`, which fails for a scalar; `axis=None` is the same average (the replicas' batches are equal).
+    """
+    if plan.strategy is None:  # (and with jax, TensorFlow need not be installed)
+        return
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    if not isinstance(plan.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    with plan.strategy.scope():
+        model._symbolic_build(data_batch=batches[0])
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
+    keras_reduce = tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy, reduction):
+        if strategy is plan.strategy and reduction in ("auto", "mean"):
+            return keras.tree.map_structure(lambda value: strategy.reduce("MEAN", value, axis=None), values)
+        return keras_reduce(values, strategy, reduction)
+
+    tf_trainer.reduce_per_replica = reduce_per_replica
+
+
 def check_batch_size(plan: Plan, batch_size: int) -> None:
     if batch_size % plan.replicas:
         lower = batch_size // plan.replicas * plan.replicas
@@ -156,42 +193,49 @@ def check_batch_size(plan: Plan, batch_size: int) -> None:
                         f"across {plan.replicas} replicas; use a multiple of {plan.replicas}, e.g. {choices}")
 
 
-class Split(keras.utils.PyDataset):
+class EvenBatches(keras.utils.PyDataset):
     """A `dataset.Batches` whose every batch splits evenly across the replicas, and of which this process
-    gives only its own part when processes must feed their own devices (JAX across hosts).
+    gives only its own part where processes feed their own devices (JAX across processes).
 
-    `remainder`: "drop" trims the last batch to a multiple of the replica count (a last batch smaller than
-    that is skipped); "pad" pads it with copies of its first image and gives every batch sample weights,
-    1 for images and 0 for padding, so that each image counts exactly once.
+    `remainder`: "drop" trims the last batch to a multiple of the replica count (and skips a last batch
+    smaller than that): at most replicas - 1 training images sit out an epoch, other ones every epoch, as the
+    order is reshuffled. "pad" fills the last batch up to a multiple with copies of its first image, so that
+    every image is scored; `ExactValidation` then takes the copies back out of the metrics.
     """
 
     def __init__(self, batches, plan: Plan, remainder: str):
         super().__init__()
         self.batches, self.plan, self.remainder = batches, plan, remainder
         last = len(batches.indices) - (len(batches) - 1) * batches.batch_size
-        self.last = last - last % plan.replicas if remainder == "drop" else -(-last // plan.replicas) * plan.replicas
+        replicas = plan.replicas
+        self.last = last - last % replicas if remainder == "drop" else -(-last // replicas) * replicas
         self.steps = len(batches) - (1 if self.last == 0 else 0)
-        self.images = len(batches.indices) - max(last - self.last, 0)  # per epoch, padding not counted
+        self.images = len(batches.indices) - max(last - self.last, 0)  # per epoch, copies not counted
+        self.padding = max(self.last - last, 0)
 
     def __len__(self) -> int:
         return self.steps
 
     def __getitem__(self, i: int):
         x, y = self.batches[i]
-        weights = np.ones(len(y), dtype="float32")
         if len(y) % self.plan.replicas:
             if self.remainder == "drop":
-                x, y, weights = x[: self.last], y[: self.last], weights[: self.last]
+                x, y = x[: self.last], y[: self.last]
             else:
-                extra = self.last - len(y)
-                x = np.concatenate([x, np.repeat(x[:1], extra, axis=0)])
-                y = np.concatenate([y, np.repeat(y[:1], extra, axis=0)])
-                weights = np.concatenate([weights, np.zeros(extra, dtype="float32")])
-        if self.plan.feeds_local_part:
-            part = len(y) // self.plan.processes
-            mine = slice(self.plan.process_id * part, (self.plan.process_id + 1) * part)
-            x, y, weights = x[mine], y[mine], weights[mine]
-        return (x, y, weights) if self.remainder == "pad" else (x, y)
+                x, y = (np.concatenate([a, np.repeat(a[:1], self.last - len(a), axis=0)]) for a in (x, y))
+        return self.local_part(x), self.local_part(y)
+
+    def local_part(self, array):
+        """This process's part of a global batch: all of it unless processes feed their own devices."""
+        if not self.plan.feeds_local_part:
+            return array
+        part = len(array) // self.plan.processes
+        return array[self.plan.process_id * part : (self.plan.process_id + 1) * part]
+
+    def copies(self):
+        """One batch of `replicas` copies of the padding image (this process's part of it)."""
+        x, y = self.batches[len(self.batches) - 1]
+        return tuple(self.local_part(np.repeat(a[:1], self.plan.replicas, axis=0)) for a in (x, y))
 
     def set_epoch(self, epoch: int) -> None:
         self.batches.set_epoch(epoch)
@@ -201,8 +245,81 @@ class Split(keras.utils.PyDataset):
 
 
 def batches(batches, plan: Plan, remainder: str):
-    """`batches` as they are on one device; wrapped in `Split` on several."""
-    return batches if plan.replicas == 1 and plan.processes == 1 else Split(batches, plan, remainder)
+    """`batches` as they are on one device; wrapped in `EvenBatches` on several."""
+    return batches if plan.replicas == 1 and plan.processes == 1 else EvenBatches(batches, plan, remainder)
+
+
+class ExactValidation(keras.callbacks.Callback):
+    """Takes the padding copies back out of the epoch's validation metrics, so that they are the means over
+    exactly the validation images, as on one device (and as the evaluate stage computes them).
+
+    Keras' validation loss and accuracy are means over every scored example, copies included. The copies
+    are all the same image, so scoring one batch of them gives the value each copy added, and
+    mean_images = (mean_scored * (images + copies) - copies * value_of_a_copy) / images.
+    Every metric the model is compiled with (loss, accuracy) is such a mean.
+    """
+
+    def __init__(self, val: EvenBatches):
+        super().__init__()
+        self.val = val
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not logs or "val_loss" not in logs:
+            return
+        x, y = self.val.copies()
+        copy = self.model.evaluate(x, y, batch_size=len(y), verbose=0, return_dict=True)
+        n, pad = self.val.images, self.val.padding
+        for name, value in copy.items():
+            if f"val_{name}" in logs:
+                logs[f"val_{name}"] = (float(logs[f"val_{name}"]) * (n + pad) - pad * float(value)) / n
+
+
+class SyncReplicaStatistics(keras.callbacks.Callback):
+    """Averages the replicas' copies of the non-trainable float variables (BatchNormalization's moving mean
+    and variance) before each validation and at the end, under a TensorFlow strategy.
+
+    Keras 3 creates those variables without an aggregation, so under `tf.distribute` every replica updates
+    its own copy from its own part of the batch and the copies drift apart: each replica would validate
+    with other statistics, and the saved model would hold the first replica's. Their mean is what Keras 2
+    kept (aggregation MEAN): for the moving mean exactly the moving mean of the global batches, for the
+    moving variance the mean of the replicas' variances. (With JAX the statistics are the global batch's
+    already, as on one device.)
+    """
+
+    def __init__(self, strategy):
+        super().__init__()
+        self.strategy, self.average = strategy, None
+
+    def sync(self) -> None:
+        import tensorflow as tf
+
+        if self.average is None:
+            variables = [v.value for v in self.model.non_trainable_variables
+                         if "float" in str(v.dtype) and isinstance(v.value, tf.distribute.DistributedValues)]
+
+            @tf.function
+            def average():
+                context = tf.distribute.get_replica_context()
+                means = context.all_reduce(tf.distribute.ReduceOp.MEAN, [v.read_value() for v in variables])
+                for variable, mean in zip(variables, means):
+                    variable.assign(mean)
+
+            self.average = average if variables else (lambda: None)
+        self.strategy.run(self.average)
+
+    def on_test_begin(self, logs=None):
+        self.sync()
+
+    def on_train_end(self, logs=None):
+        self.sync()
+
+
+def callbacks(plan: Plan, val) -> list:
+    """The callbacks that several replicas need, or none (before the CSV log and the checkpoints)."""
+    needed = [SyncReplicaStatistics(plan.strategy)] if plan.strategy is not None else []
+    if isinstance(val, EvenBatches) and val.padding:
+        needed.append(ExactValidation(val))
+    return needed
 
 
 def redirect(args: argparse.Namespace, plan: Plan, *names: str) -> argparse.Namespace:

@@ -90,9 +90,8 @@ def main(argv=None) -> None:
     backend.select(p.train.backend, jax_cache=args.jax_cache)
     import keras  # noqa: E402 - Keras and the modules using it come after the backend is chosen
 
-    from catsdogs import augment, dataset, training
+    from catsdogs import augment, dataset, distribute, training
     from catsdogs import model as model_lib
-    from catsdogs import distribute
 
     plan = distribute.setup(p.train.distribute, p.train.backend)  # first: before any tensor exists
     distribute.check_batch_size(plan, p.data.batch_size)
@@ -118,6 +117,7 @@ def main(argv=None) -> None:
     with plan.scope():
         model = model_lib.build(p.data.image_size, num_classes, p.model, in_model, p.seed)
         model_lib.compile_for(model, num_classes, training.learning_rate(p, len(train)))
+        distribute.prepare(plan, model, train)
     log.info("Keras %s on %s, %s precision, augmentation in the %s, XLA %s", keras.__version__,
              p.train.backend, policy, "model" if a.where == "model" else "CPU input pipeline",
              "on" if model.jit_compile else "off (TensorFlow on a CPU: it runs slower there)")
@@ -130,6 +130,7 @@ def main(argv=None) -> None:
     callbacks = [
         training.EpochSeeds(train, p.seed),
         training.EpochStats(),
+        *distribute.callbacks(plan, val),  # several replicas: in-sync statistics, val metrics without padding
         training.AtomicCheckpoint(work / "checkpoints"),
         keras.callbacks.CSVLogger(str(work / "train_log.csv"), append=True),
         # last, so that an epoch counts as done only once its checkpoint and log row are written
