@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import os
 import shutil
@@ -22,9 +23,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ENV, PROJECT_FILES, ROOT, TINY_DATA, TINY_TRAINING, dvc, run, set_params
 
 from catsdogs import images
-from conftest import ENV, PROJECT_FILES, ROOT, TINY_DATA, TINY_TRAINING, dvc, run, set_params
 
 pytestmark = pytest.mark.slow  # every test here rests on real (tiny) training runs
 
@@ -113,7 +114,7 @@ def test_dag_shows_the_five_stages_in_order_and_status_follows_every_change(work
     rows = {name: next(i for i, line in enumerate(text) if f"| {name} |" in line) for name in STAGES}
     assert sorted(STAGES, key=rows.get) == STAGES and len(set(rows.values())) == len(STAGES), "\n".join(text)
     dot = dvc("dag", "--dot", cwd=work).stdout
-    for upstream, downstream in zip(STAGES, STAGES[1:]):
+    for upstream, downstream in itertools.pairwise(STAGES):
         assert f'"{upstream}" -> "{downstream}"' in dot
 
     assert status(work) == {}
@@ -365,6 +366,10 @@ def kill_after_epoch_2(command: list[str], repo: Path) -> None:
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
 
 
+def without_seconds(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
 def assert_resumed_like_an_uninterrupted_run(result, repo: Path) -> None:
     output = result.stdout + result.stderr
     assert "resuming the interrupted run" in output, output[-4000:]
@@ -376,8 +381,7 @@ def assert_resumed_like_an_uninterrupted_run(result, repo: Path) -> None:
     assert not list(repo.glob(".cache/train/*"))
     # the committed run of the same params was never interrupted
     reference = read_csv(git(repo, "show", "HEAD:metrics/train_log.csv"))
-    strip = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731
-    assert strip(log) == strip(reference)
+    assert without_seconds(log) == without_seconds(reference)
     assert json.loads((repo / "metrics/metrics.json").read_text()) == json.loads(
         git(repo, "show", "HEAD:metrics/metrics.json"))
     assert status(repo) == {}

@@ -17,17 +17,8 @@ from catsdogs.errors import UserError
 log = logging.getLogger(__name__)
 
 
-# TensorFlow 2.21's oneDNN kernels crash the process (segfault, heap corruption) in about half the runs
-# when the entry convolution has fewer than 16 filters (measured on these CPUs; the tests' tiny models).
-ONEDNN_MIN_ENTRY_WIDTH = 16
-
-
-def select(backend: str, jax_cache: str | os.PathLike | None = None, entry_width: int | None = None) -> None:
-    """Make `backend` Keras' backend; with jax, keep compiled programs in `jax_cache` across runs.
-
-    `entry_width`, the model's first convolution, turns TensorFlow's oneDNN kernels off below
-    ONEDNN_MIN_ENTRY_WIDTH (they are about 15% faster on CPUs, but crash with such narrow layers).
-    """
+def select(backend: str, jax_cache: str | os.PathLike | None = None) -> None:
+    """Make `backend` Keras' backend; with jax, keep compiled programs in `jax_cache` across runs."""
     if "keras" in sys.modules:
         import keras
 
@@ -37,10 +28,6 @@ def select(backend: str, jax_cache: str | os.PathLike | None = None, entry_width
     os.environ["KERAS_BACKEND"] = backend
     if backend == "tensorflow":
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        if entry_width is not None and entry_width < ONEDNN_MIN_ENTRY_WIDTH:
-            log.info("model.entry_width %d < %d: TensorFlow's oneDNN kernels off (they crash on it)",
-                     entry_width, ONEDNN_MIN_ENTRY_WIDTH)
-            os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
     try:
         import keras  # noqa: F401 - the import is what applies the choice
     except ImportError as exc:

@@ -41,7 +41,10 @@ def build(image_size, num_classes: int, model_params, augment_params, seed: int)
         x = layers.MaxPooling2D(3, strides=2, padding="same")(x)
 
         # Project residual
-        residual = layers.Conv2D(size, 1, strides=2, padding="same")(previous_block_activation)
+        # = Conv2D(size, 1, strides=2), as a subsampling then a 1x1 convolution: TensorFlow 2.21's oneDNN
+        # kernel for the strided 1x1 convolution corrupts the heap on CPUs for some batch sizes and widths.
+        residual = layers.MaxPooling2D(1, strides=2, padding="same")(previous_block_activation)
+        residual = layers.Conv2D(size, 1, padding="same")(residual)
         x = layers.add([x, residual])  # Add back residual
         previous_block_activation = x  # Set aside next residual
 

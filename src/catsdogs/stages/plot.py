@@ -216,7 +216,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
     args = parser.parse_args(argv)
     p = params.load()
-    backend.select(p.train.backend, entry_width=p.model.entry_width)
+    backend.select(p.train.backend)
     from catsdogs import dataset  # noqa: E402 - modules using Keras come after the backend is chosen
     from catsdogs import model as model_lib
 

@@ -87,7 +87,7 @@ def main(argv=None) -> None:
         raise UserError(f"{args.data}: cleaned image folder not found (run the filter stage first)")
     atomic.remove_leftovers(args.model, args.classes, args.checkpoints, args.log, args.metrics)
 
-    backend.select(p.train.backend, jax_cache=args.jax_cache, entry_width=p.model.entry_width)
+    backend.select(p.train.backend, jax_cache=args.jax_cache)
     import keras  # noqa: E402 - Keras and the modules using it come after the backend is chosen
 
     from catsdogs import augment, dataset, distribute, training
