@@ -200,6 +200,7 @@ def noop_repro(args, tmp: Path) -> None:
     repo.mkdir()
     for name in ["dvc.yaml", ".dvcignore", ".gitignore", "configs", "src", ".dvc/config"]:
         source = ROOT / name
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if source.is_dir() else shutil.copy2)(source, repo / name)
     write_params(repo, args, args.dvc_images, 32, 1)
     p = yaml.safe_load((repo / "params.yaml").read_text())
