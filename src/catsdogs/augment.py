@@ -25,6 +25,7 @@ class Augment(keras.layers.Layer):
         self.rotation = rotation
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self._rotate = _xla_compiled(rotate)
 
     def call(self, images, training=None):
         images = ops.cast(images, self.compute_dtype)
@@ -36,7 +37,7 @@ class Augment(keras.layers.Layer):
             images = ops.where(coin < 0.5, ops.flip(images, axis=2), images)
         if self.rotation > 0:
             turn = keras.random.uniform((batch,), -self.rotation, self.rotation, seed=self.seed_generator)
-            images = rotate(images, turn * 2 * math.pi)
+            images = self._rotate(images, turn * 2 * math.pi)
         return images
 
     def compute_output_shape(self, input_shape):
@@ -44,6 +45,17 @@ class Augment(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "flip": self.flip, "rotation": self.rotation, "seed": self.seed}
+
+
+def _xla_compiled(function):
+    """On TensorFlow, `function` compiled by XLA even inside a train step that is not: TensorFlow leaves
+    XLA off on CPUs, where it slows the convolutions, but the rotation's gathers run about 8x faster under
+    it (11 vs 94 ms for 32 images of 180x180 on 2 cores). JAX compiles the whole step anyway."""
+    if keras.backend.backend() != "tensorflow":
+        return function
+    import tensorflow as tf
+
+    return tf.function(function, jit_compile=True, autograph=False)
 
 
 def _reflect(index, size: int):
