@@ -59,11 +59,9 @@ TINY_TRAINING = {
 }
 
 
-@pytest.fixture
-def repo(tmp_path) -> Path:
-    """A temporary git repository holding the project's pipeline files, with one commit, params untouched."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
+def make_repo(repo: Path) -> Path:
+    """A git repository at `repo` holding the project's pipeline files, with one commit, params untouched."""
+    repo.mkdir(parents=True)
     for name in PROJECT_FILES:
         source = ROOT / name
         if source.is_dir():
@@ -75,3 +73,8 @@ def repo(tmp_path) -> Path:
     run("git", "add", "-A", cwd=repo)
     run("git", "commit", "-qm", "project", cwd=repo)
     return repo
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    return make_repo(tmp_path / "repo")

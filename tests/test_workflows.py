@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ENV, PROJECT_FILES, ROOT, TINY_DATA, TINY_TRAINING, dvc, run, set_params
+from conftest import ENV, ROOT, TINY_DATA, TINY_TRAINING, dvc, make_repo, run, set_params
 
 from catsdogs import images
 
@@ -48,23 +48,6 @@ def status(repo: Path) -> dict:
 
 def git(repo: Path, *args) -> str:
     return run("git", *args, cwd=repo).stdout
-
-
-def make_repo(repo: Path) -> Path:
-    """What conftest's `repo` fixture makes (the project's pipeline files, a git repository, one commit),
-    at a path of our choosing, so that a module-scoped fixture can build on it."""
-    repo.mkdir(parents=True)
-    for name in PROJECT_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, repo / name)
-    run("git", "init", "-q", cwd=repo)
-    run("git", "add", "-A", cwd=repo)
-    run("git", "commit", "-qm", "project", cwd=repo)
-    return repo
 
 
 @pytest.fixture(scope="module")
