@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ENV, ROOT, TINY_DATA, TINY_TRAINING, dvc, make_repo, run, set_params
+from conftest import ENV, TINY_DATA, TINY_TRAINING, dvc, make_repo, run, set_params
 
 from catsdogs import images
 
