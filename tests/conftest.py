@@ -46,6 +46,7 @@ def set_params(repo: Path, overrides: dict) -> None:
     path.write_text(yaml.safe_dump(merge(yaml.safe_load(path.read_text()), overrides), sort_keys=False))
 
 
+# Shared by many tests: never modify them; merge them into a copy (copy.deepcopy).
 TINY_DATA = {
     "download": {"source": "synthetic",
                  "synthetic": {"images_per_class": 60, "image_size": [32, 48], "pathology_rate": 0.1, "seed": 3}},

@@ -7,6 +7,7 @@ case is tested.
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -429,7 +430,7 @@ def test_ctrl_c_during_training_exits_130_and_writes_no_output(tmp_path: Path):
         folder.mkdir(parents=True)
         for i in range(10):
             Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
-    write_params(tmp_path, merge(TINY_TRAINING, {
+    write_params(tmp_path, merge(copy.deepcopy(TINY_TRAINING), {
         "epochs": 1000, "data": {"image_size": [16, 16], "batch_size": 8, "cache": "memory"},
         "train": {"backend": "tensorflow"}}))
     process = start_stage("train", tmp_path)

@@ -55,5 +55,5 @@ def run(config: str, extra_args: list[str]) -> int:
     for assignment in overrides(tree):
         command += ["-S", assignment]
     command += [a for a in extra_args if a != "--"]
-    print("$ " + " ".join(command[1:]), flush=True)
+    print("$ dvc " + " ".join(command[3:]), flush=True)
     return subprocess.call(command, env=env)
