@@ -155,5 +155,6 @@ def main(argv=None) -> None:
              summary["epochs"], summary["seconds"], summary["train_images_per_second"],
              summary["final"]["val_acc"], summary["best"]["val_acc"], summary["best"]["epoch"])
 
+
 if __name__ == "__main__":
     main()
