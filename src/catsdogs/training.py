@@ -12,6 +12,16 @@ import keras
 import numpy as np
 
 from catsdogs import atomic, dataset, params
+from catsdogs.errors import raise_if_interrupted
+
+
+class Interruptible(keras.callbacks.Callback):
+    """Ends training at the next batch after Ctrl-C, even if the interrupt itself was swallowed."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        raise_if_interrupted()
+
+    on_test_batch_end = on_train_batch_end
 
 
 class EpochStats(keras.callbacks.Callback):

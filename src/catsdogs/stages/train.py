@@ -128,6 +128,7 @@ def main(argv=None) -> None:
     if (work / "backup").exists():
         log.info("resuming the interrupted run kept in %s", work)
     callbacks = [
+        training.Interruptible(),
         training.EpochSeeds(train, p.seed),
         training.EpochStats(),
         *distribute.callbacks(plan, val),  # several replicas: in-sync statistics, val metrics without padding
