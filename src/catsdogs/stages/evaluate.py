@@ -8,8 +8,6 @@ the ROC curve for `dvc plots`.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import logging
 from pathlib import Path
 
@@ -19,14 +17,6 @@ from catsdogs import atomic, backend, metrics, params
 from catsdogs.errors import UserError, run_main
 
 log = logging.getLogger("evaluate")
-
-
-def write_csv(path: Path, header: list[str], rows) -> None:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    atomic.write_text(path, buffer.getvalue())
 
 
 @run_main
@@ -64,16 +54,16 @@ def main(argv=None) -> None:
 
     predicted = probs.argmax(axis=1)
     binary = len(class_names) == 2
-    write_csv(args.predictions, ["path", "actual", "predicted", "confidence", "score"], (
+    atomic.write_csv(args.predictions, ["path", "actual", "predicted", "confidence", "score"], (
         [data.paths[i], class_names[y], class_names[k], f"{probs[n, k]:.6f}", f"{probs[n, 1]:.6f}" if binary else ""]
         for n, (i, y, k) in enumerate(zip(data.val, labels, predicted))
     ))
     if binary:
         fpr, tpr, thresholds = metrics.roc_curve(labels == 1, probs[:, 1])
-        write_csv(args.roc, ["fpr", "tpr", "threshold"],
+        atomic.write_csv(args.roc, ["fpr", "tpr", "threshold"],
                   ([f"{a:.6f}", f"{b:.6f}", f"{min(t, 1.0):.6f}"] for a, b, t in zip(fpr, tpr, thresholds)))
     else:
-        write_csv(args.roc, ["fpr", "tpr", "threshold"], [])
+        atomic.write_csv(args.roc, ["fpr", "tpr", "threshold"], [])
     atomic.write_json(args.metrics, summary)
     log.info("validation: %d images, accuracy %.4f, loss %.4f, ROC AUC %.4f, F1 %.4f",
              summary["images"], summary["accuracy"], summary["loss"], summary["roc_auc"], summary["f1"])

@@ -8,9 +8,7 @@ to an RGB image with the decoder training uses; `method: jfif` reproduces the tu
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
-import io
 import logging
 import os
 import signal
@@ -157,15 +155,9 @@ def summarize(results, ignored, method: str, seconds: float) -> dict:
 
 
 def write_report(path: Path, results, ignored) -> None:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["member", "reason", "detail"])
-    for name, _, reason in sorted(results):
-        if reason is not None:
-            writer.writerow([name, reason, images.REASONS[reason]])
-    for name, why in sorted(ignored):
-        writer.writerow([name, "ignored", why])
-    atomic.write_text(path, buffer.getvalue())
+    dropped = [[name, reason, images.REASONS[reason]] for name, _, reason in sorted(results) if reason is not None]
+    ignored = [[name, "ignored", why] for name, why in sorted(ignored)]
+    atomic.write_csv(path, ["member", "reason", "detail"], dropped + ignored)
 
 
 @run_main

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import io
 import json
 import logging
 import shutil
@@ -36,11 +35,7 @@ def read_log(path: Path) -> list[dict]:
 
 
 def write_log(path: Path, rows: list[dict]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic.write_text(path, buffer.getvalue())
+    atomic.write_csv(path, list(rows[0]), [list(row.values()) for row in rows])
 
 
 def summarize(rows: list[dict], train_images: int) -> dict:
