@@ -85,8 +85,8 @@ def prepare(folder: Path, args, images_per_class: int, size: int, epochs: int, p
     return folder / "clean" / "PetImages"
 
 
-TRAIN_ARGS = ["--model", "model.keras", "--classes", "classes.json", "--checkpoints", "checkpoints",
-              "--log", "train_log.csv", "--metrics", "train.json", "--cache", "cache", "--work", "work",
+TRAIN_ARGS = ["--model", "model.keras", "--classes", "classes.json", "--split", "split.csv",
+              "--checkpoints", "checkpoints", "--log", "train_log.csv", "--metrics", "train.json", "--cache", "cache", "--work", "work",
               "--jax-cache", "jax"]
 
 

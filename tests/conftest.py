@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "configs", "src", ".dvc/config"]
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 # Stages run `python -m catsdogs...` and tests run `dvc`: both must be this interpreter's.
 ENV = dict(
@@ -32,6 +34,19 @@ def run(*command, cwd, check=True, **kwargs) -> subprocess.CompletedProcess:
         raise AssertionError(f"{' '.join(map(str, command))} exited {result.returncode}:\n"
                              f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result
+
+
+def stage_command(stage: str, data: str | None = None, **options: str) -> list[str]:
+    """The stage's command exactly as dvc.yaml runs it, with this interpreter as `python`; `data` replaces
+    its input path and `options` the values of its --options (jax_cache="x" for --jax-cache x)."""
+    command = shlex.split(STAGES[stage]["cmd"])
+    assert command[:2] == ["python", "-m"]
+    command[0] = sys.executable
+    if data is not None:
+        command[3] = str(data)
+    for name, value in options.items():
+        command[command.index("--" + name.replace("_", "-")) + 1] = str(value)
+    return command
 
 
 def dvc(*args, cwd, check=True):

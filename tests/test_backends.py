@@ -8,14 +8,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import ROOT, TINY_TRAINING, run
+from conftest import ROOT, TINY_TRAINING, run, stage_command
 
 pytest.importorskip("jax")
-
-TRAIN = ["--model", "models/model.keras", "--classes", "models/classes.json", "--checkpoints", "models/checkpoints",
-         "--log", "metrics/train_log.csv", "--metrics", "metrics/train.json", "--cache", ".cache/images",
-         "--work", ".cache/train", "--jax-cache", ".cache/jax"]
-
 
 @pytest.fixture
 def workdir(tmp_path):
@@ -45,7 +40,7 @@ def test_jax_backend_trains_without_tensorflow(workdir, monkeypatch):
     refused = run(sys.executable, "-c", "import tensorflow", cwd=workdir, check=False)
     assert "TensorFlow is not installed" in refused.stderr
 
-    result = run(sys.executable, "-m", "catsdogs.stages.train", "clean", *TRAIN, cwd=workdir)
+    result = run(*stage_command("train", "clean"), cwd=workdir)
     assert "on jax" in result.stderr + result.stdout
     summary = json.loads((workdir / "metrics/train.json").read_text())
     assert summary["epochs"] == TINY_TRAINING["epochs"]
@@ -53,8 +48,6 @@ def test_jax_backend_trains_without_tensorflow(workdir, monkeypatch):
     assert any((workdir / ".cache/jax").iterdir())  # the persistent compilation cache was filled
 
     # the evaluate stage reads the same params and so runs on jax too
-    result = run(sys.executable, "-m", "catsdogs.stages.evaluate", "clean", "--model", "models/model.keras",
-                 "--classes", "models/classes.json", "--metrics", "metrics/metrics.json", "--predictions",
-                 "metrics/predictions.csv", "--roc", "metrics/roc.csv", "--cache", ".cache/images", cwd=workdir)
+    result = run(*stage_command("evaluate", "clean"), cwd=workdir)
     metrics = json.loads((workdir / "metrics/metrics.json").read_text())
     assert metrics["accuracy"] == pytest.approx(summary["final"]["val_acc"], abs=1e-5)

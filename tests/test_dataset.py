@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from catsdogs import dataset, images
+from catsdogs.errors import UserError
 
 
 @pytest.fixture
@@ -26,6 +27,43 @@ def test_split_holds_keras_subsets_as_indices_into_sorted_paths(folder):
     assert [data.paths[i] for i in data.train] == train and [data.paths[i] for i in data.val] == val
     assert [data.class_names[data.labels[i]] for i in data.val] == [p.split("/")[0] for p in val]
     assert len(data.val) == 6 and not set(data.train) & set(data.val)
+
+
+@pytest.mark.parametrize("method", ["keras", "hash"])
+def test_split_file_gives_back_the_same_subsets_in_the_same_order(folder, tmp_path, method):
+    data = dataset.split(folder, 0.25, seed=7, method=method)
+    dataset.write_split(tmp_path / "split.csv", folder, data)
+    again, digests = dataset.read_split(tmp_path / "split.csv", data.class_names)
+    assert again.paths == data.paths and again.class_names == data.class_names
+    assert np.array_equal(again.labels, data.labels)
+    assert np.array_equal(again.train, data.train) and np.array_equal(again.val, data.val)  # order too
+    assert digests == dataset.content_digests(folder, data.paths) and len(set(digests)) == len(digests)
+    dataset.verify(folder, data.paths, digests, "split.csv")  # nothing changed: no error
+
+
+def test_verify_names_a_changed_or_missing_image(folder, tmp_path):
+    data = dataset.split(folder, 0.25, seed=7)
+    dataset.write_split(tmp_path / "split.csv", folder, data)
+    _, digests = dataset.read_split(tmp_path / "split.csv", data.class_names)
+    changed = folder / "Dog" / "3.jpg"
+    changed.write_bytes(changed.read_bytes() + b"\0")  # same name, other bytes
+    with pytest.raises(UserError, match=r"Dog/3.jpg changed since the model was trained "
+                                        r"\(hash differs from split.csv\): rerun the train stage"):
+        dataset.verify(folder, data.paths, digests, "split.csv")
+    os.remove(folder / "Cat" / "0.jpg")
+    with pytest.raises(UserError, match=r"Cat/0.jpg: listed in split.csv but not found: rerun the train stage"):
+        dataset.verify(folder, data.paths, digests, "split.csv")
+
+
+def test_read_split_refuses_a_foreign_or_missing_file(tmp_path):
+    (tmp_path / "split.csv").write_text("path,label\nCat/1.jpg,0\n")
+    with pytest.raises(UserError, match="columns .* are not .*: rerun the train stage"):
+        dataset.read_split(tmp_path / "split.csv", ["Cat", "Dog"])
+    (tmp_path / "split.csv").write_text("path,class,subset,sha256\nBird/1.jpg,Bird,train,00\n")
+    with pytest.raises(UserError, match="unknown class or subset Bird"):
+        dataset.read_split(tmp_path / "split.csv", ["Cat", "Dog"])
+    with pytest.raises(UserError, match="the split file is missing"):
+        dataset.read_split(tmp_path / "nothing.csv", ["Cat", "Dog"])
 
 
 def test_images_are_decoded_once_and_the_cache_follows_the_data(folder, tmp_path):

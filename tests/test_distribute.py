@@ -20,16 +20,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import ENV, ROOT, TINY_TRAINING
+from conftest import ENV, ROOT, TINY_TRAINING, stage_command
 from PIL import Image
 
 from catsdogs.errors import UserError
 
-OUTPUTS = ["--model", "models/model.keras", "--classes", "models/classes.json", "--checkpoints", "models/checkpoints",
-           "--log", "metrics/train_log.csv", "--metrics", "metrics/train.json"]
-CACHES = ["--cache", ".cache/images", "--work", ".cache/train"]
 EXPECTED = ["metrics/train.json", "metrics/train_log.csv", "models/checkpoints/save_at_1.keras",
-            "models/checkpoints/save_at_2.keras", "models/classes.json", "models/model.keras"]
+            "models/checkpoints/save_at_2.keras", "models/classes.json", "models/model.keras", "models/split.csv"]
 IMAGES = {"Cat": 30, "Dog": 29}  # 59 images: 48 for training (3 batches of 16), 11 for validation
 TWO_TF_DEVICES = """
 import sys
@@ -73,8 +70,8 @@ def workdir(parent: Path, name: str, backend: str, distribute: str) -> Path:
 
 
 def command(images: Path, jax_cache: Path, wrapper: str | None = None) -> list[str]:
-    start = [sys.executable, "-c", wrapper] if wrapper else [sys.executable, "-m", "catsdogs.stages.train"]
-    return [*start, str(images), *OUTPUTS, *CACHES, "--jax-cache", str(jax_cache)]
+    train = stage_command("train", images, jax_cache=jax_cache)
+    return [sys.executable, "-c", wrapper, *train[3:]] if wrapper else train
 
 
 def run_at_once(runs: list[tuple[Path, str | None, dict]], images: Path, jax_cache: Path) -> list[str]:
@@ -133,10 +130,8 @@ def assert_same_metrics(a: Path, b: Path, tolerance: float) -> None:
 
 
 def evaluate(folder: Path, images: Path) -> dict:
-    subprocess.run([sys.executable, "-m", "catsdogs.stages.evaluate", str(images), "--model", "models/model.keras",
-                    "--classes", "models/classes.json", "--metrics", "metrics/metrics.json", "--predictions",
-                    "metrics/predictions.csv", "--roc", "metrics/roc.csv", "--cache", ".cache/images"],
-                   cwd=folder, env=BASE_ENV, check=True, capture_output=True, timeout=300)
+    subprocess.run(stage_command("evaluate", images), cwd=folder, env=BASE_ENV, check=True, capture_output=True,
+                   timeout=300)
     return json.loads((folder / "metrics/metrics.json").read_text())
 
 

@@ -12,7 +12,6 @@ import csv
 import io
 import json
 import os
-import shlex
 import signal
 import struct
 import subprocess
@@ -31,21 +30,12 @@ from catsdogs import images, synthetic
 from catsdogs.demo import merge
 from catsdogs.errors import UserError
 from catsdogs.stages import filter as filter_stage
-from conftest import ENV, ROOT, TINY_TRAINING
+from conftest import ENV, ROOT, TINY_TRAINING, stage_command
 from test_fetch import DATA, DATA_SHA, server  # noqa: F401 - the misbehaving loopback server fixture
 from test_filter import make_zip, run_filter, workdir  # noqa: F401 - the filter stage in a temporary folder
 
 # Stages run from a temporary folder: they find the package through an absolute path.
 STAGE_ENV = dict(ENV, PYTHONPATH=str(ROOT / "src"), PYTHONUNBUFFERED="1")
-STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-
-
-def stage_command(stage: str) -> list[str]:
-    """The stage's command exactly as dvc.yaml runs it, with this interpreter as `python`."""
-    command = shlex.split(STAGES[stage]["cmd"])
-    assert command[0] == "python"
-    return [sys.executable, *command[1:]]
-
 
 def write_params(folder: Path, overrides: dict) -> None:
     params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides)
@@ -548,9 +538,7 @@ def test_evaluate_refuses_an_unusable_model_with_one_line(tmp_path: Path, monkey
         lambda_model(model)
     (model.parent / "classes.json").write_text('["Cat", "Dog"]')
     with pytest.raises(SystemExit) as info:
-        evaluate.main(["data/clean/PetImages", "--model", str(model), "--classes", "models/classes.json",
-                       "--metrics", "metrics/metrics.json", "--predictions", "metrics/predictions.csv",
-                       "--roc", "metrics/roc.csv", "--cache", ".cache/images"])
+        evaluate.main(stage_command("evaluate")[3:])
     assert info.value.code == 2
     [line] = error_lines(capsys.readouterr().err)
     assert line.startswith("error: models/model.keras: not a loadable Keras model (")

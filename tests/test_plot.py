@@ -30,6 +30,8 @@ class Inputs:
     predictions: Path
     roc: Path
     model: Path
+    classes: Path
+    split: Path
 
 
 def write_csv(path: Path, header, rows) -> Path:
@@ -87,7 +89,9 @@ def inputs(tmp_path_factory) -> Inputs:
     roc = write_csv(root / "roc.csv", ["fpr", "tpr", "threshold"], zip(fpr, tpr, thresholds))
     model = model_lib.build(p.data.image_size, 2, p.model, p.train.augment, p.seed)
     model.save(root / "model.keras")
-    return Inputs(root, images, log, predictions, roc, root / "model.keras")
+    (root / "classes.json").write_text('["Cat", "Dog"]')
+    dataset.write_split(root / "split.csv", images, data)
+    return Inputs(root, images, log, predictions, roc, root / "model.keras", root / "classes.json", root / "split.csv")
 
 
 @pytest.fixture(autouse=True)
@@ -97,7 +101,8 @@ def in_inputs(inputs, monkeypatch):
 
 def run(inputs: Inputs, out: Path, predictions: Path | None = None) -> None:
     plot.main([str(inputs.images), "--log", str(inputs.log), "--predictions", str(predictions or inputs.predictions),
-               "--roc", str(inputs.roc), "--model", str(inputs.model), "--out", str(out)])
+               "--roc", str(inputs.roc), "--model", str(inputs.model), "--classes", str(inputs.classes),
+               "--split", str(inputs.split), "--out", str(out)])
 
 
 def assert_png(path: Path) -> None:
@@ -125,6 +130,23 @@ def test_missing_predictions_is_a_user_error(inputs, tmp_path, capsys):
     assert exit_info.value.code == 2
     assert f"{tmp_path / 'predictions.csv'} not found: run the evaluate stage first" in capsys.readouterr().err
     assert not (tmp_path / "plots").exists()  # inputs are checked before any figure is drawn
+
+
+def test_an_image_changed_since_training_stops_the_stage_before_any_figure(inputs, tmp_path, capsys):
+    p = params.load()
+    data = dataset.split(inputs.images, p.data.validation_split, p.seed)
+    wrong = inputs.images / data.paths[data.val[0]]  # the first row is a wrong prediction: most_wrong draws it
+    original = wrong.read_bytes()
+    try:
+        Image.fromarray(np.zeros((40, 40, 3), dtype=np.uint8)).save(wrong)
+        with pytest.raises(SystemExit) as exit_info:
+            run(inputs, tmp_path / "plots")
+    finally:
+        wrong.write_bytes(original)
+    assert exit_info.value.code == 2
+    assert (f"{wrong} changed since the model was trained (hash differs from {inputs.split}): "
+            "rerun the train stage") in capsys.readouterr().err
+    assert not (tmp_path / "plots").exists()
 
 
 def test_no_errors_still_writes_most_wrong(inputs, tmp_path):

@@ -8,6 +8,7 @@ it does not. Augmentation happens inside the model (catsdogs.augment), on the ac
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import logging
 import os
@@ -65,6 +66,74 @@ def split(directory: str | os.PathLike, validation_split: float, seed: int, meth
         train=np.asarray([position[p] for p in train_paths], dtype=np.int64),
         val=np.asarray([position[p] for p in val_paths], dtype=np.int64),
     )
+
+
+SPLIT_COLUMNS = ["path", "class", "subset", "sha256"]
+SUBSETS = ("train", "validation")
+
+
+def write_split(path: str | os.PathLike, directory: str | os.PathLike, data: Split) -> None:
+    """The split the model was trained on, as a file: every image's class, subset and content hash.
+
+    Evaluate and plot read this file, not the image folder: DVC then checks the folder's 25,000 files once
+    per `dvc repro` (for train) instead of three times, and the hashes still make the file, and so the
+    stages after it, change whenever an image they read changes.
+    """
+    digests = content_digests(directory, data.paths)
+    atomic.write_csv(path, SPLIT_COLUMNS, (
+        [data.paths[i], data.class_names[data.labels[i]], subset, digests[i]]
+        for subset, indices in zip(SUBSETS, (data.train, data.val)) for i in indices
+    ))
+
+
+def read_split(path: str | os.PathLike, class_names: list[str]) -> tuple[Split, list[str]]:
+    """The Split written by `write_split` (the same subsets, in the same order), and each path's hash."""
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames != SPLIT_COLUMNS:
+                raise UserError(f"{path}: columns {reader.fieldnames} are not {SPLIT_COLUMNS}: rerun the train stage")
+            rows = list(reader)
+    except FileNotFoundError:
+        raise UserError(f"{path}: the split file is missing (the train stage writes it)") from None
+    unknown = sorted({r["class"] for r in rows} - set(class_names)) + sorted({r["subset"] for r in rows} - set(SUBSETS))
+    if unknown:
+        raise UserError(f"{path}: unknown class or subset {', '.join(unknown)} (classes: {', '.join(class_names)})")
+    paths = sorted(r["path"] for r in rows)
+    position = {p: i for i, p in enumerate(paths)}
+    labels = np.zeros(len(paths), dtype=np.int32)
+    digests = [""] * len(paths)
+    for r in rows:
+        labels[position[r["path"]]] = class_names.index(r["class"])
+        digests[position[r["path"]]] = r["sha256"]
+    subset = {s: np.asarray([position[r["path"]] for r in rows if r["subset"] == s], dtype=np.int64) for s in SUBSETS}
+    return Split(paths, labels, list(class_names), subset["train"], subset["validation"]), digests
+
+
+def verify(directory: str | os.PathLike, paths: list[str], digests: list[str], split_file) -> None:
+    """Stop before any work if an image is not the one the model was trained with (changed or gone)."""
+    directory = Path(directory)
+    try:
+        current = content_digests(directory, paths)
+    except FileNotFoundError as exc:
+        raise UserError(f"{exc.filename}: listed in {split_file} but not found: rerun the train stage") from None
+    changed = [p for p, now, then in zip(paths, current, digests) if now != then]
+    if changed:
+        others = f" and {len(changed) - 1} other image(s)" if len(changed) > 1 else ""
+        raise UserError(f"{directory / changed[0]}{others} changed since the model was trained (hash differs from "
+                        f"{split_file}): rerun the train stage")
+
+
+def content_digests(directory: str | os.PathLike, paths: list[str]) -> list[str]:
+    """A short SHA-256 of each file's bytes, in threads (hashlib releases the GIL while hashing)."""
+    directory = Path(directory)
+
+    def digest(path: str) -> str:
+        return hashlib.sha256((directory / path).read_bytes()).hexdigest()[:16]
+
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        return list(pool.map(digest, paths))
 
 
 def stable_fraction(path: str) -> float:

@@ -1,7 +1,7 @@
 """Evaluate stage: the trained model on the validation subset, as metrics and per-image predictions.
 
-Loads the model with safe_mode=True and scores exactly the validation files the train stage held out
-(same split params, same seed). Writes summary metrics for `dvc metrics`, and per-image predictions and
+Loads the model with safe_mode=True and scores exactly the validation files the train stage held out,
+as its split file lists them, after checking that none of the images changed since. Writes summary metrics for `dvc metrics`, and per-image predictions and
 the ROC curve for `dvc plots`.
 """
 
@@ -25,6 +25,7 @@ def main(argv=None) -> None:
     parser.add_argument("data", type=Path, help="cleaned image folder with one subfolder per class")
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--classes", type=Path, required=True)
+    parser.add_argument("--split", type=Path, required=True, help="the train stage's split file")
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--predictions", type=Path, required=True, help="per-image CSV")
     parser.add_argument("--roc", type=Path, required=True, help="ROC curve CSV (two classes)")
@@ -39,9 +40,8 @@ def main(argv=None) -> None:
     class_names = model_lib.load_classes(args.classes, model)
     if not args.data.is_dir():
         raise UserError(f"{args.data}: cleaned image folder not found (run the filter stage first)")
-    data = dataset.split(args.data, p.data.validation_split, p.seed, p.data.split)
-    if data.class_names != class_names:
-        raise UserError(f"{args.data}: class folders {data.class_names} differ from the model's {class_names}")
+    data, digests = dataset.read_split(args.split, class_names)
+    dataset.verify(args.data, data.paths, digests, args.split)
     image_size = model.input_shape[1:3]
     array = dataset.load_images(args.data, data.paths, image_size, args.cache, p.data.cache)
     val = dataset.Batches(array, data.labels, data.val, p.data.batch_size, shuffle=False, seed=p.seed)

@@ -163,16 +163,14 @@ def roc(curve: list[dict], predictions: list[dict], class_names: list[str]) -> F
     return fig
 
 
-def most_wrong(predictions: list[dict], directory: Path, size) -> Figure:
-    """Sorted by confidence, then path, so ties cannot reorder the grid between runs."""
+def most_wrong(predictions: list[dict], picture) -> Figure:
+    """Sorted by confidence, then path, so ties cannot reorder the grid between runs; `picture(path)` decodes
+    one validation image."""
     wrong = [r for r in predictions if r["actual"] != r["predicted"]]
     if not wrong:
         return text_figure("No misclassified validation image")
     wrong = sorted(wrong, key=lambda r: (-float(r["confidence"]), r["path"]))[: GRID * GRID]
-    try:
-        pictures = [images.decode_file(directory / r["path"], size) for r in wrong]
-    except FileNotFoundError as exc:
-        raise UserError(f"{exc.filename}: named in the predictions but not found: rerun the evaluate stage") from None
+    pictures = [picture(r["path"]) for r in wrong]
     titles = [f"{r['actual']} → {r['predicted']} ({float(r['confidence']):.2f})" for r in wrong]
     return image_grid(pictures, titles, f"Most confidently wrong validation images ({len(wrong)} shown)")
 
@@ -213,6 +211,8 @@ def main(argv=None) -> None:
     parser.add_argument("--predictions", type=Path, required=True, help="per-image CSV of the evaluate stage")
     parser.add_argument("--roc", type=Path, required=True, help="ROC curve CSV of the evaluate stage")
     parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--classes", type=Path, required=True, help="class names, in label order (JSON)")
+    parser.add_argument("--split", type=Path, required=True, help="the train stage's split file")
     parser.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
     args = parser.parse_args(argv)
     p = params.load()
@@ -225,18 +225,31 @@ def main(argv=None) -> None:
     predictions = read_csv(args.predictions, "evaluate", PREDICTION_COLUMNS)
     curve = read_csv(args.roc, "evaluate", ROC_COLUMNS)
     model = model_lib.load(args.model)
+    class_names = model_lib.load_classes(args.classes, model)
+    data, digests = dataset.read_split(args.split, class_names)
     out, size = args.out, tuple(p.data.image_size)
+    digest = dict(zip(data.paths, digests))
 
-    data = dataset.split(args.data, p.data.validation_split, p.seed, p.data.split)
+    def picture(path: str) -> np.ndarray:
+        """An image the split file lists, checked against its hash, decoded."""
+        if path not in digest:
+            raise UserError(f"{path}: named in {args.predictions} but not in {args.split}: rerun the evaluate stage")
+        dataset.verify(args.data, [path], [digest[path]], args.split)
+        return images.decode_file(args.data / path, size)
+
     sample = training_sample(data, p.seed)
-    pictures = [images.decode_file(args.data / data.paths[i], size) for i in sample]
-    save(image_grid(pictures, [data.class_names[data.labels[i]] for i in sample]), out / "train_images.png")
-    save(augmented(pictures[0], p.train.augment, p.seed), out / "augmented.png")
-
-    save(training_curves(train_log), out / "training_curves.png")
-    save(confusion_matrix(predictions, data.class_names), out / "confusion_matrix.png")
-    save(roc(curve, predictions, data.class_names), out / "roc.png")
-    save(most_wrong(predictions, args.data, size), out / "most_wrong.png")
+    pictures = [picture(data.paths[i]) for i in sample]
+    # every figure is drawn before the first is written: a bad input leaves no partial set of PNGs
+    figures = {
+        "train_images": image_grid(pictures, [class_names[data.labels[i]] for i in sample]),
+        "augmented": augmented(pictures[0], p.train.augment, p.seed),
+        "training_curves": training_curves(train_log),
+        "confusion_matrix": confusion_matrix(predictions, class_names),
+        "roc": roc(curve, predictions, class_names),
+        "most_wrong": most_wrong(predictions, picture),
+    }
+    for name, fig in figures.items():
+        save(fig, out / f"{name}.png")
 
     if not architecture_diagram(model, out / "architecture.png"):
         save(model_summary(model), out / "architecture.png")

@@ -70,6 +70,7 @@ def main(argv=None) -> None:
     parser.add_argument("data", type=Path, help="cleaned image folder with one subfolder per class")
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--classes", type=Path, required=True, help="class names, in label order (JSON)")
+    parser.add_argument("--split", type=Path, required=True, help="each image's subset and content hash (CSV)")
     parser.add_argument("--checkpoints", type=Path, required=True)
     parser.add_argument("--log", type=Path, required=True, help="per-epoch CSV")
     parser.add_argument("--metrics", type=Path, required=True)
@@ -80,7 +81,7 @@ def main(argv=None) -> None:
     p = params.load()
     if not args.data.is_dir():
         raise UserError(f"{args.data}: cleaned image folder not found (run the filter stage first)")
-    atomic.remove_leftovers(args.model, args.classes, args.checkpoints, args.log, args.metrics)
+    atomic.remove_leftovers(args.model, args.classes, args.split, args.checkpoints, args.log, args.metrics)
 
     backend.select(p.train.backend, jax_cache=args.jax_cache)
     import keras  # noqa: E402 - Keras and the modules using it come after the backend is chosen
@@ -91,7 +92,8 @@ def main(argv=None) -> None:
     plan = distribute.setup(p.train.distribute, p.train.backend)  # first: before any tensor exists
     distribute.check_batch_size(plan, p.data.batch_size)
     # only the chief writes the outputs; every other process writes the same into a discarded folder
-    args = distribute.redirect(args, plan, "model", "classes", "checkpoints", "log", "metrics", "work")
+    args = distribute.redirect(args, plan, "model", "classes", "split", "checkpoints", "log", "metrics",
+                               "work")
     policy = backend.precision_policy(p.train.precision)
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(p.seed)
@@ -143,6 +145,7 @@ def main(argv=None) -> None:
     with atomic.atomic_path(args.model, suffix=".keras") as tmp:
         model.save(tmp)
     atomic.write_json(args.classes, data.class_names)
+    dataset.write_split(args.split, args.data, data)
     write_log(args.log, rows)
     summary = summarize(rows, len(data.train))
     atomic.write_json(args.metrics, summary)
