@@ -1,14 +1,24 @@
 """Side-by-side training speed and memory, plus filter throughput and no-op `dvc repro` time.
 
-    python benchmarks/benchmark.py [--images-per-class 1000] [--size 64] [--widths 16,32,64,128,256]
-                                   [--epochs 3] [--rss-images 0] [--dvc-images 0]
+    python benchmarks/benchmark.py [--photos TAR] [--images-per-class 1000] [--size 64]
+                                   [--widths 16,32,64,128,256 | tutorial] [--batch-size 32] [--epochs 3]
+                                   [--backend tensorflow|jax] [--precision auto]
+                                   [--rss-images 0] [--dvc-images 0] [--skip-speed]
 
-Training variants, one process each, on the same synthetic data and the same model size:
+Training variants, one process each, on the same data and the same model size:
   (a) tutorial  the tutorial as written: image_dataset_from_directory decoding JPEGs every epoch,
-                RandomFlip + RandomRotation mapped over the tf.data pipeline on the CPU, float32
+                RandomFlip + RandomRotation mapped over the tf.data pipeline on the CPU, float32, a
+                constant learning rate (skipped where TensorFlow is not installed: tf.data needs it)
   (b) project   this project's train stage, run as DVC runs it (decode once, augmentation in the model)
-  (c) model     the model alone on one batch already in memory, no input pipeline, no augmentation
-Figures are steady state (the first epoch, with its compilation, is left out), so compare them as ratios.
+  (c) model     the model alone on one batch already on the device, no input pipeline, no augmentation,
+                in the precision the train stage uses (`--precision auto`: bfloat16 on a GPU)
+Images/s are steady state: the median epoch after the first (which compiles), timed up to the epoch's
+validation pass. Compare them as ratios. (a) and (b) also print their final validation accuracy.
+
+`--widths tutorial` keeps the real model and params.yaml's recipe; other widths take the demo's recipe
+(learning rate 1e-3, BatchNormalization momentum 0.9). The GPU measurement of the issue:
+    python benchmarks/benchmark.py --photos ../shared/data/petimages-180-sample.tar --size 180 \
+        --widths tutorial --batch-size 128 --epochs 25 --backend jax
 
 `--rss-images N` also runs the train stage on N images per class at 180x180 for one epoch and reports
 its peak RSS (the memory target is about the data: the decoded uint8 array and the input pipeline).
@@ -20,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
 import os
 import shutil
@@ -60,8 +71,9 @@ def photos_zip(source: Path, target: Path) -> Path:
 
 
 def write_params(folder: Path, args, images_per_class: int, size: int, epochs: int, photos: Path | None = None):
+    """params.yaml for a run: the given data, size and epochs, `--backend`/`--precision`, and either the
+    tutorial's model and recipe (`--widths tutorial`) or narrower widths with the demo's recipe."""
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    widths = [int(w) for w in args.widths.split(",")]
     p["epochs"] = epochs
     if photos:
         p["download"].update(source="url", url=str(photos_zip(photos, folder / "photos.zip")), size=None,
@@ -70,8 +82,11 @@ def write_params(folder: Path, args, images_per_class: int, size: int, epochs: i
         p["download"].update(source="synthetic")
     p["download"]["synthetic"].update(images_per_class=images_per_class, image_size=[max(size, 64), max(size, 64) + 32])
     p["data"].update(image_size=[size, size], batch_size=args.batch_size)
-    p["model"].update(entry_width=widths[0], block_widths=widths[1:-1], exit_width=widths[-1], bn_momentum=0.9)
-    p["train"].update(learning_rate=1e-3)
+    if args.widths != "tutorial":
+        widths = [int(w) for w in args.widths.split(",")]
+        p["model"].update(entry_width=widths[0], block_widths=widths[1:-1], exit_width=widths[-1], bn_momentum=0.9)
+        p["train"].update(learning_rate=1e-3)
+    p["train"].update(backend=args.backend, precision=args.precision)
     (folder / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
 
 
@@ -108,23 +123,34 @@ def run_measured(module: str, arguments: list[str], cwd: Path) -> tuple[str, flo
     return result.stdout, int(last[1]) / 2**20
 
 
-# The two variants that are not the train stage, as small programs run in their own process.
+# The two variants that are not the train stage, as small programs run in their own process. Both time each
+# epoch up to its validation pass, as the train stage's `train_seconds` does.
 VARIANT = r'''
-import json, os, resource, statistics, sys, time
-import numpy as np, keras, tensorflow as tf
+import json, resource, statistics, sys, time
 from types import SimpleNamespace
+import numpy as np
+from catsdogs import backend
+variant, folder, size, batch, epochs, widths, backend_name, precision = (
+    sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]),
+    [int(w) for w in sys.argv[6].split(",")], sys.argv[7], sys.argv[8])
+backend.select(backend_name)
+import keras
 from catsdogs import model as model_lib
-variant, folder, size, batch, epochs, widths = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), [int(w) for w in sys.argv[6].split(",")]
+# the tutorial as written trains in float32; the model alone in the precision the train stage would pick
+keras.mixed_precision.set_global_policy("float32" if variant == "tutorial" else backend.precision_policy(precision))
 keras.utils.set_random_seed(1337)
-shape = SimpleNamespace(entry_width=widths[0], block_widths=widths[1:-1], exit_width=widths[-1], dropout=0.25, bn_momentum=0.9)
+shape = SimpleNamespace(entry_width=widths[0], block_widths=widths[1:-1], exit_width=widths[-1], dropout=0.25,
+                        bn_momentum=float(sys.argv[9]))
 no_augmentation = SimpleNamespace(flip=False, rotation=0.0)  # augmentation is in the input pipeline (a) or absent (c)
 model = model_lib.build((size, size), 2, shape, no_augmentation, 1337)
-model_lib.compile_for(model, 2, 1e-3)
+model_lib.compile_for(model, 2, float(sys.argv[10]))
 times = []
 class Timer(keras.callbacks.Callback):
-    def on_epoch_begin(self, epoch, logs=None): self.t = time.perf_counter()
-    def on_epoch_end(self, epoch, logs=None): times.append(time.perf_counter() - self.t)
-if variant == "tutorial":
+    def on_epoch_begin(self, epoch, logs=None): self.start, self.trained = time.perf_counter(), None
+    def on_test_begin(self, logs=None): self.trained = self.trained or time.perf_counter()
+    def on_epoch_end(self, epoch, logs=None): times.append((self.trained or time.perf_counter()) - self.start)
+if variant == "tutorial":  # tf.data decoding every JPEG each epoch, augmentation mapped over it on the CPU
+    import tensorflow as tf
     train_ds, val_ds = keras.utils.image_dataset_from_directory(folder, validation_split=0.2, subset="both",
         seed=1337, image_size=(size, size), batch_size=batch, verbose=False)
     n = len(train_ds.file_paths)
@@ -137,22 +163,39 @@ if variant == "tutorial":
     train_ds = train_ds.map(lambda img, label: (tf.cast(tf.clip_by_value(augment(img), 0, 255), tf.uint8), label),
                             num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
     val_ds = val_ds.map(lambda img, label: (tf.cast(img, tf.uint8), label)).prefetch(tf.data.AUTOTUNE)
-    model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[Timer()], verbose=0)
-else:  # the model alone: one batch, already in memory, repeated
-    n = batch * 20
-    x = np.random.default_rng(0).integers(0, 255, (batch, size, size, 3), dtype=np.uint8)
-    y = np.random.default_rng(1).integers(0, 2, batch)
-    data = tf.data.Dataset.from_tensors((x, y)).repeat(20).cache()
+    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[Timer()], verbose=0)
+    final = history.history["val_acc"][-1]
+else:  # the model alone: one batch already on the device, repeated; no input pipeline, no augmentation
+    class OneBatch(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            rng = np.random.default_rng(0)
+            self.batch = (keras.ops.convert_to_tensor(rng.integers(0, 255, (batch, size, size, 3), dtype=np.uint8)),
+                          keras.ops.convert_to_tensor(rng.integers(0, 2, batch)))
+        def __len__(self):
+            return 20
+        def __getitem__(self, i):
+            return self.batch
+    n, final = batch * 20, None
+    data = OneBatch()
+    if backend_name == "tensorflow":  # tf.data keeps the batch a tensor (Keras' PyDataset path would copy it)
+        import tensorflow as tf
+        data = tf.data.Dataset.from_tensors(data.batch).repeat(20)
     model.fit(data, epochs=epochs, callbacks=[Timer()], verbose=0)
 steady = times[1:] or times
 print(json.dumps({"images_per_second": n / statistics.median(steady), "seconds_per_epoch": statistics.median(steady),
-                  "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+                  "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "val_acc": final}))
 '''
 
 
-def run_variant(variant: str, folder: Path, args) -> dict:
-    result = checked(python(["-c", VARIANT, variant, str(folder), str(args.size),
-                             str(args.batch_size), str(args.epochs), args.widths], folder.parent.parent))
+def run_variant(variant: str, work: Path, folder: Path) -> dict:
+    """Variant (a) or (c) with the model and recipe of the train stage's params.yaml in `work`."""
+    p = yaml.safe_load((work / "params.yaml").read_text())
+    m, t = p["model"], p["train"]
+    widths = ",".join(str(w) for w in [m["entry_width"], *m["block_widths"], m["exit_width"]])
+    result = checked(python(["-c", VARIANT, variant, str(folder), str(p["data"]["image_size"][0]),
+                             str(p["data"]["batch_size"]), str(p["epochs"]), widths, t["backend"], t["precision"],
+                             str(m["bn_momentum"]), str(t["learning_rate"])], work))
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -160,25 +203,32 @@ def run_train_stage(work: Path, folder: Path) -> dict:
     _, peak_rss = run_measured("catsdogs.stages.train", [str(folder), *TRAIN_ARGS], work)
     summary = json.loads((work / "train.json").read_text())
     with open(work / "train_log.csv") as f:
-        seconds = [float(row["seconds"]) for row in csv.DictReader(f)]
+        seconds = [float(row["train_seconds"]) for row in csv.DictReader(f)]
     return {"images_per_second": summary["train_images_per_second"],
-            "seconds_per_epoch": statistics.median(seconds[1:] or seconds), "peak_rss_gb": peak_rss}
+            "seconds_per_epoch": statistics.median(seconds[1:] or seconds), "peak_rss_gb": peak_rss,
+            "val_acc": summary["final"]["val_acc"]}
 
 
 def train_speed(args, tmp: Path) -> None:
     work = tmp / "speed"
     folder = prepare(work, args, args.images_per_class, args.size, args.epochs, args.photos)
     source = args.photos.name if args.photos else f"synthetic, {args.images_per_class} images per class"
-    print(f"training: {source}, at {args.size}x{args.size}, widths {args.widths}, "
-          f"batch {args.batch_size}, {args.epochs} epochs, {os.cpu_count()} cores")
+    print(f"training: {source}, at {args.size}x{args.size}, widths {args.widths}, batch {args.batch_size}, "
+          f"{args.epochs} epochs, {args.backend} backend, precision {args.precision}, {os.cpu_count()} cores")
     rows = {}
-    for variant in ("tutorial", "project", "model"):
-        figures = run_train_stage(work, folder) if variant == "project" else run_variant(variant, folder, args)
+    for letter, variant in zip("abc", ("tutorial", "project", "model")):
+        if variant == "tutorial" and importlib.util.find_spec("tensorflow") is None:
+            print("  (a) tutorial  skipped: its tf.data input pipeline needs TensorFlow, which is not installed")
+            continue
+        figures = run_train_stage(work, folder) if variant == "project" else run_variant(variant, work, folder)
         rows[variant] = figures
-        print(f"  ({'abc'[len(rows) - 1]}) {variant:8}  {figures['images_per_second']:8.1f} img/s  "
-              f"{figures['seconds_per_epoch']:7.2f} s/epoch  peak RSS {figures['peak_rss_gb']:.2f} GB")
-    print(f"  project / tutorial: {rows['project']['images_per_second'] / rows['tutorial']['images_per_second']:.2f}x;"
-          f"  project / model alone: {rows['project']['images_per_second'] / rows['model']['images_per_second']:.2f}")
+        accuracy = f"  final val_acc {figures['val_acc']:.4f}" if figures["val_acc"] is not None else ""
+        print(f"  ({letter}) {variant:8}  {figures['images_per_second']:8.1f} img/s  "
+              f"{figures['seconds_per_epoch']:7.2f} s/epoch  peak RSS {figures['peak_rss_gb']:.2f} GB{accuracy}")
+    speed = {variant: figures["images_per_second"] for variant, figures in rows.items()}
+    if "tutorial" in speed:
+        print(f"  project / tutorial: {speed['project'] / speed['tutorial']:.2f}x")
+    print(f"  project / model alone: {speed['project'] / speed['model']:.2f}")
 
 
 def train_rss(args, tmp: Path) -> None:
@@ -230,7 +280,10 @@ def main() -> None:
                         "synthetic images, e.g. ../shared/data/petimages-fullres-sample.tar")
     parser.add_argument("--images-per-class", type=int, default=1000)
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--widths", default="16,32,64,128,256", help="entry, blocks..., exit")
+    parser.add_argument("--widths", default="16,32,64,128,256",
+                        help="entry, blocks..., exit (with the demo's recipe), or 'tutorial' (the real model and recipe)")
+    parser.add_argument("--backend", choices=["tensorflow", "jax"], default="tensorflow")
+    parser.add_argument("--precision", default="auto", help="train.precision of (b), and of (c); (a) is float32")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rss-images", type=int, default=0, help="images per class for the RSS run (0: skip)")

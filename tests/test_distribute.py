@@ -119,7 +119,7 @@ def assert_valid(folder: Path) -> None:
         assert 0 < s[key]["loss"] < 10 and 0 < s[key]["val_loss"] < 10
     assert json.loads((folder / "models/classes.json").read_text()) == ["Cat", "Dog"]
     assert (folder / "metrics/train_log.csv").read_text().splitlines()[0].split(",") == [
-        "epoch", "acc", "learning_rate", "loss", "seconds", "val_acc", "val_loss"]
+        "epoch", "acc", "learning_rate", "loss", "seconds", "train_seconds", "val_acc", "val_loss"]
     assert not any((folder / ".cache/train").iterdir())  # the finished run's work folder is gone
 
 

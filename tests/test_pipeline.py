@@ -1,5 +1,6 @@
 """The pipeline through the real `dvc` CLI in temporary git repositories, on small synthetic archives."""
 
+import csv
 import json
 import sys
 import zipfile
@@ -79,6 +80,18 @@ def test_whole_pipeline_then_an_experiment(repo, tmp_path):
     assert set(m["per_class_accuracy"]) == {"Cat", "Dog"}
     train = json.loads((repo / "metrics/train.json").read_text())
     assert train["epochs"] == 2 and train["train_images_per_second"] > 0
+    with open(repo / "metrics/train_log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    # images/s come from the epoch without its validation pass
+    assert all(0 < float(r["train_seconds"]) < float(r["seconds"]) for r in rows)
+    kept = json.loads((repo / "metrics/filter.json").read_text())["kept"]
+    assert train["train_images_per_second"] == pytest.approx((kept - m["images"]) / float(rows[1]["train_seconds"]),
+                                                             rel=0.01)
+    # the split file lists every cleaned image once, with the subsets the metrics were computed on
+    with open(repo / "models/split.csv", newline="") as f:
+        split = list(csv.DictReader(f))
+    assert sum(r["subset"] == "validation" for r in split) == m["images"]
+    assert len({r["path"] for r in split}) == len(split) == kept
     # the saved model scores the validation images exactly as Keras did at the end of training
     assert m["accuracy"] == pytest.approx(train["final"]["val_acc"], abs=1e-5)
     assert m["loss"] == pytest.approx(train["final"]["val_loss"], abs=1e-4)

@@ -25,14 +25,20 @@ class Interruptible(keras.callbacks.Callback):
 
 
 class EpochStats(keras.callbacks.Callback):
-    """Adds the learning rate and the epoch's seconds to the logs (before CSVLogger writes them)."""
+    """Adds the learning rate, the epoch's seconds and its training seconds (up to the validation pass,
+    what images/s figures are computed from) to the logs, before CSVLogger writes them."""
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
+        self.start, self.trained = time.perf_counter(), None
+
+    def on_test_begin(self, logs=None):  # within fit: the epoch's validation pass starts
+        self.trained = self.trained or time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        logs["seconds"] = time.perf_counter() - self.start
+        logs["seconds"] = now - self.start
+        logs["train_seconds"] = (self.trained or now) - self.start
 
 
 class EpochSeeds(keras.callbacks.Callback):

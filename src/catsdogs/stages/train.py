@@ -42,7 +42,8 @@ def summarize(rows: list[dict], train_images: int) -> dict:
     keys = ["loss", "acc", "val_loss", "val_acc"]
     best = max(rows, key=lambda row: float(row["val_acc"]))
     seconds = [float(row["seconds"]) for row in rows]
-    steady = seconds[1:] or seconds
+    training = [float(row["train_seconds"]) for row in rows]
+    steady = training[1:] or training  # the first epoch compiles
     return {
         "epochs": len(rows),
         "final": {k: round(float(rows[-1][k]), 6) for k in keys},
