@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import json
 import os
 import shutil
@@ -46,7 +45,9 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = dict(os.environ, PYTHONPATH=str(ROOT / "src"), TF_CPP_MIN_LOG_LEVEL="3", DVC_NO_ANALYTICS="1",
+# the project's sources first, then whatever PYTHONPATH already holds (packages installed with --target)
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", DVC_NO_ANALYTICS="1",
+           PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
            PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
 
 
@@ -150,7 +151,11 @@ class Timer(keras.callbacks.Callback):
     def on_test_begin(self, logs=None): self.trained = self.trained or time.perf_counter()
     def on_epoch_end(self, epoch, logs=None): times.append((self.trained or time.perf_counter()) - self.start)
 if variant == "tutorial":  # tf.data decoding every JPEG each epoch, augmentation mapped over it on the CPU
-    import tensorflow as tf
+    try:
+        import tensorflow as tf
+    except ImportError:
+        print(json.dumps({"skipped": "its tf.data input pipeline needs TensorFlow, which is not installed"}))
+        sys.exit()
     train_ds, val_ds = keras.utils.image_dataset_from_directory(folder, validation_split=0.2, subset="both",
         seed=1337, image_size=(size, size), batch_size=batch, verbose=False)
     n = len(train_ds.file_paths)
@@ -217,10 +222,10 @@ def train_speed(args, tmp: Path) -> None:
           f"{args.epochs} epochs, {args.backend} backend, precision {args.precision}, {os.cpu_count()} cores")
     rows = {}
     for letter, variant in zip("abc", ("tutorial", "project", "model")):
-        if variant == "tutorial" and importlib.util.find_spec("tensorflow") is None:
-            print("  (a) tutorial  skipped: its tf.data input pipeline needs TensorFlow, which is not installed")
-            continue
         figures = run_train_stage(work, folder) if variant == "project" else run_variant(variant, work, folder)
+        if "skipped" in figures:
+            print(f"  ({letter}) {variant:8}  skipped: {figures['skipped']}")
+            continue
         rows[variant] = figures
         accuracy = f"  final val_acc {figures['val_acc']:.4f}" if figures["val_acc"] is not None else ""
         print(f"  ({letter}) {variant:8}  {figures['images_per_second']:8.1f} img/s  "
