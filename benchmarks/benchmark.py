@@ -62,12 +62,14 @@ def checked(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     return result
 
 
-def photos_zip(source: Path, target: Path) -> Path:
-    """A tar of real photos laid out like the archive (../shared/data), as a zip the download stage copies."""
+def photos_zip(source: Path, target: Path, copies: int = 1) -> Path:
+    """A tar of real photos laid out like the archive (../shared/data), as a zip the download stage copies;
+    each photo `copies` times under other numbers, for epochs long enough to time (500 photos are 13 steps)."""
     with tarfile.open(source) as tar, zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as zf:
-        for member in tar:
-            if member.isfile():
-                zf.writestr(member.name, tar.extractfile(member).read())
+        photos = [(Path(m.name), tar.extractfile(m).read()) for m in tar if m.isfile()]
+        for copy in range(copies):
+            for name, data in photos:
+                zf.writestr(str(name.with_stem(f"{name.stem}{copy:02d}" if copies > 1 else name.stem)), data)
     return target
 
 
@@ -77,8 +79,8 @@ def write_params(folder: Path, args, images_per_class: int, size: int, epochs: i
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p["epochs"] = epochs
     if photos:
-        p["download"].update(source="url", url=str(photos_zip(photos, folder / "photos.zip")), size=None,
-                             sha256=None)
+        zipped = photos_zip(photos, folder / "photos.zip", args.photo_copies)
+        p["download"].update(source="url", url=str(zipped), size=None, sha256=None)
     else:
         p["download"].update(source="synthetic")
     p["download"]["synthetic"].update(images_per_class=images_per_class, image_size=[max(size, 64), max(size, 64) + 32])
@@ -143,7 +145,9 @@ keras.utils.set_random_seed(1337)
 shape = SimpleNamespace(entry_width=widths[0], block_widths=widths[1:-1], exit_width=widths[-1], dropout=0.25,
                         bn_momentum=float(sys.argv[9]))
 no_augmentation = SimpleNamespace(flip=False, rotation=0.0)  # augmentation is in the input pipeline (a) or absent (c)
-model = model_lib.build((size, size), 2, shape, no_augmentation, 1337)
+# the tutorial as written has Keras' own BatchNormalization; the project's builder a fused one
+batch_norm = keras.layers.BatchNormalization if variant == "tutorial" else model_lib.FusedBatchNormalization
+model = model_lib.build((size, size), 2, shape, no_augmentation, 1337, batch_norm=batch_norm)
 model_lib.compile_for(model, 2, float(sys.argv[10]))
 times = []
 class Timer(keras.callbacks.Callback):
@@ -217,7 +221,8 @@ def run_train_stage(work: Path, folder: Path) -> dict:
 def train_speed(args, tmp: Path) -> None:
     work = tmp / "speed"
     folder = prepare(work, args, args.images_per_class, args.size, args.epochs, args.photos)
-    source = args.photos.name if args.photos else f"synthetic, {args.images_per_class} images per class"
+    source = (f"{args.photos.name} x{args.photo_copies}" if args.photos
+              else f"synthetic, {args.images_per_class} images per class")
     print(f"training: {source}, at {args.size}x{args.size}, widths {args.widths}, batch {args.batch_size}, "
           f"{args.epochs} epochs, {args.backend} backend, precision {args.precision}, {os.cpu_count()} cores")
     rows = {}
@@ -283,6 +288,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=Path, help="a tar of real photos (PetImages/<class>/N.jpg) instead of "
                         "synthetic images, e.g. ../shared/data/petimages-fullres-sample.tar")
+    parser.add_argument("--photo-copies", type=int, default=1, help="each photo this many times (other names)")
     parser.add_argument("--images-per-class", type=int, default=1000)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--widths", default="16,32,64,128,256",

@@ -39,6 +39,32 @@ def test_more_than_two_classes_get_one_logit_each_and_softmax_loss():
     assert probs.shape == (1, 5) and np.isclose(probs.sum(), 1) and probs.argmax() == 1
 
 
+def test_fused_batch_normalization_computes_what_keras_layer_does():
+    """Outputs, gradients and moving statistics of Keras' layer, in training and at inference: only rounding
+    differs (the moving variance averages the biased batch variance, as Keras' does)."""
+    import tensorflow as tf
+
+    x = tf.constant(np.random.default_rng(0).normal(2.0, 3.0, size=(8, 5, 5, 6)).astype("float32"))
+    plain, fused = keras.layers.BatchNormalization(momentum=0.5), model_lib.FusedBatchNormalization(momentum=0.5)
+    gradients = []
+    for layer in (plain, fused):
+        layer.build(x.shape)
+        layer.gamma.assign(np.linspace(0.5, 2.0, 6))
+        layer.beta.assign(np.linspace(-1.0, 1.0, 6))
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * tf.range(6, dtype="float32"))
+        gradients.append(tape.gradient(loss, [x, layer.gamma, layer.beta]))
+        layer.y = y
+    np.testing.assert_allclose(fused.y, plain.y, atol=1e-5)
+    for a, b in zip(*gradients):
+        np.testing.assert_allclose(b, a, atol=1e-4)
+    np.testing.assert_allclose(fused.moving_mean, plain.moving_mean, rtol=1e-6)
+    np.testing.assert_allclose(fused.moving_variance, plain.moving_variance, rtol=1e-5)
+    np.testing.assert_allclose(fused(x, training=False), plain(x, training=False), atol=1e-5)
+
+
 def test_the_residual_projection_equals_a_strided_1x1_convolution():
     x = np.random.default_rng(0).normal(size=(3, 15, 15, 8)).astype("float32")
     strided = keras.layers.Conv2D(16, 1, strides=2, padding="same")
