@@ -396,9 +396,12 @@ def test_stage_with_malformed_params_yaml(tmp_path: Path):
 
 
 def start_stage(stage: str, cwd: Path) -> subprocess.Popen:
-    """The stage in its own process group, so a signal reaches it and its workers as Ctrl-C would."""
+    """The stage in its own process group, so a signal reaches it and its workers as Ctrl-C would. SIGINT is
+    restored to its default first: a shell starting the tests in the background (`pytest &`) ignores it, and
+    Python keeps an ignored SIGINT ignored, so Ctrl-C could not be tested."""
     return subprocess.Popen(stage_command(stage), cwd=cwd, env=STAGE_ENV, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
+                            stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for(process: subprocess.Popen, found, timeout: float) -> None:
