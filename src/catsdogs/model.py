@@ -20,10 +20,11 @@ class FusedBatchNormalization(layers.BatchNormalization):
     Keras 3 normalizes with separate ops (moments, then scale and shift), which TensorFlow runs as about
     fifteen elementwise ops and reductions per layer, forward and backward, unless XLA fuses them
     (keras-team/keras-core#225): on the project's 2-core CPUs, where XLA is off, they took as long as all
-    the convolutions, and this layer makes a training step a third faster. The fused kernel (oneDNN on CPUs) computes the same thing:
-    in training, normalization by the batch's mean and biased variance and the same moving-average updates;
-    otherwise, by the moving statistics. Only the rounding differs. Other backends, and the options the
-    kernel does not cover (a mask, renorm, synchronized, another axis), run Keras' own code.
+    the convolutions, and this layer makes a training step a third faster. The fused kernel (oneDNN on
+    CPUs) computes the same thing: in training, normalization by the batch's mean and biased variance and
+    the same moving-average updates; otherwise, by the moving statistics. Only the rounding differs. Other
+    backends, and the options the kernel does not cover (a mask, renorm, synchronized, another axis), run
+    Keras' own code.
     """
 
     def call(self, inputs, training=None, mask=None):

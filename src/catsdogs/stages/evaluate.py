@@ -1,8 +1,8 @@
 """Evaluate stage: the trained model on the validation subset, as metrics and per-image predictions.
 
 Loads the model with safe_mode=True and scores exactly the validation files the train stage held out,
-as its split file lists them, after checking that none of the images changed since. Writes summary metrics for `dvc metrics`, and per-image predictions and
-the ROC curve for `dvc plots`.
+as its split file lists them, after checking that none of the images changed since. Writes summary
+metrics for `dvc metrics`, and per-image predictions and the ROC curve for `dvc plots`.
 """
 
 from __future__ import annotations
