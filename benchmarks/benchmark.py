@@ -83,7 +83,7 @@ def write_params(folder: Path, args, images_per_class: int, size: int, epochs: i
         p["download"].update(source="url", url=str(zipped), size=None, sha256=None)
     else:
         p["download"].update(source="synthetic")
-    p["download"]["synthetic"].update(images_per_class=images_per_class, image_size=[max(size, 64), max(size, 64) + 32])
+    p["download"]["synthetic"].update(images_per_class=images_per_class, side_range=[max(size, 64), max(size, 64) + 32])
     p["data"].update(image_size=[size, size], batch_size=args.batch_size)
     if args.widths != "tutorial":
         widths = [int(w) for w in args.widths.split(",")]
@@ -253,7 +253,7 @@ def train_rss(args, tmp: Path) -> None:
     _, peak_rss = run_measured("catsdogs.stages.train", [str(folder), *TRAIN_ARGS], work)
     kept = json.loads((work / "filter.json").read_text())["kept"]
     print(f"train stage peak RSS, {kept} images at 180x180 (uint8 array {kept * 180 * 180 * 3 / 1e9:.2f} GB), "
-          f"data.cache={p['data']['cache']}: {peak_rss:.2f} GB")
+          f"data.cache_mode={p['data']['cache_mode']}: {peak_rss:.2f} GB")
 
 
 def noop_repro(args, tmp: Path) -> None:
@@ -266,7 +266,7 @@ def noop_repro(args, tmp: Path) -> None:
         (shutil.copytree if source.is_dir() else shutil.copy2)(source, repo / name)
     write_params(repo, args, args.dvc_images, 32, 1)
     p = yaml.safe_load((repo / "params.yaml").read_text())
-    p["download"]["synthetic"]["image_size"] = [32, 48]
+    p["download"]["synthetic"]["side_range"] = [32, 48]
     p["model"].update(entry_width=4, block_widths=[8], exit_width=8)
     (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     for command in (["git", "init", "-q"], ["git", "add", "-A"],

@@ -13,7 +13,23 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "configs", "src", ".dvc/config"]
+PROJECT_FILES = ["dvc.yaml", ".dvcignore", ".gitignore", "configs", "src", ".dvc/config"]
+
+
+def committed_params_text() -> str:
+    """params.yaml as committed (or staged, with `git add`): the workspace's copy is the user's to change
+    (`catsdogs demo` and `dvc exp run -S` write into it), so no test depends on it. Outside a git checkout,
+    the file."""
+    shown = subprocess.run(["git", "show", ":params.yaml"], cwd=ROOT, capture_output=True, text=True)
+    return shown.stdout if shown.returncode == 0 else (ROOT / "params.yaml").read_text()
+
+
+COMMITTED_PARAMS_TEXT = committed_params_text()
+
+
+def committed_params() -> dict:
+    """A fresh copy of the committed params, to change freely."""
+    return yaml.safe_load(COMMITTED_PARAMS_TEXT)
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 # Stages run `python -m catsdogs...` and tests run `dvc`: both must be this interpreter's.
@@ -21,7 +37,6 @@ ENV = dict(
     os.environ,
     PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     DVC_NO_ANALYTICS="1",
-    TF_CPP_MIN_LOG_LEVEL="2",
     GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.invalid",
     GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.invalid",
 )
@@ -64,7 +79,7 @@ def set_params(repo: Path, overrides: dict) -> None:
 # Shared by many tests: never modify them; merge them into a copy (copy.deepcopy).
 TINY_DATA = {
     "download": {"source": "synthetic",
-                 "synthetic": {"images_per_class": 60, "image_size": [32, 48], "pathology_rate": 0.1, "seed": 3}},
+                 "synthetic": {"images_per_class": 60, "side_range": [32, 48], "pathology_rate": 0.1, "seed": 3}},
     "filter": {"workers": 2},
 }
 TINY_TRAINING = {
@@ -85,6 +100,7 @@ def make_repo(repo: Path) -> Path:
         else:
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, repo / name)
+    (repo / "params.yaml").write_text(COMMITTED_PARAMS_TEXT)
     run("git", "init", "-q", cwd=repo)
     run("git", "add", "-A", cwd=repo)
     run("git", "commit", "-qm", "project", cwd=repo)

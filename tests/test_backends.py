@@ -8,7 +8,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import ROOT, TINY_TRAINING, run, stage_command
+from conftest import ROOT, TINY_TRAINING, committed_params, run, stage_command
 
 pytest.importorskip("jax")
 
@@ -20,7 +20,7 @@ def workdir(tmp_path):
         for i in range(24):
             pixels = rng.integers(0, 255, (36, 40, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(tmp_path / "clean" / cls / f"{i}.jpg")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = committed_params()
     for key, value in TINY_TRAINING.items():
         params[key] = params[key] | value if isinstance(value, dict) else value
     params["train"]["backend"] = "jax"

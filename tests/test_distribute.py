@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import ENV, ROOT, TINY_TRAINING, stage_command
+from conftest import ENV, ROOT, TINY_TRAINING, committed_params, stage_command
 from PIL import Image
 
 from catsdogs.errors import UserError
@@ -61,7 +61,7 @@ def jax_cache(tmp_path_factory) -> Path:
 def workdir(parent: Path, name: str, backend: str, distribute: str) -> Path:
     folder = parent / name
     folder.mkdir()
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = committed_params()
     for key, value in TINY_TRAINING.items():
         params[key] = params[key] | value if isinstance(value, dict) else value
     params["train"] |= {"backend": backend, "distribute": distribute}
@@ -269,16 +269,18 @@ def test_each_process_gives_its_own_part_of_every_global_batch():
     assert [v[0][1].tolist() for v in val] == [[0, 1, 2, 3, 4, 5], [6, 7, 8, 0, 0, 0]]
     assert [len(v.copies()[1]) for v in val] == [2, 2]
     # one device in one process: the batches are used as they are
-    batches = FakeBatches(9, 4)
-    assert distribute.batches(batches, distribute.Plan(), "pad") is batches
+    train, val = FakeBatches(9, 4), FakeBatches(5, 4)
+    assert distribute.Plan().batches(train, val) == (train, val)
+    wrapped = distribute.Plan("test", replicas=2).batches(train, val)
+    assert [(b.remainder, b.batches) for b in wrapped] == [("drop", train), ("pad", val)]
 
 
 def test_global_batch_must_split_evenly():
     from catsdogs import distribute
 
-    distribute.check_batch_size(distribute.Plan("test", replicas=4), 128)
+    distribute.Plan("test", replicas=4).check_batch_size(128)
     with pytest.raises(UserError) as info:
-        distribute.check_batch_size(distribute.Plan("test", replicas=3), 128)
+        distribute.Plan("test", replicas=3).check_batch_size(128)
     assert str(info.value) == ("params.yaml: data.batch_size = 128: the global batch must split evenly across "
                                "3 replicas; use a multiple of 3, e.g. 126 or 129")
 
@@ -321,7 +323,7 @@ def test_none_ignores_a_cluster_description_and_says_so(monkeypatch, caplog):
 def test_params_accept_none_and_auto_only():
     from catsdogs import params
 
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = committed_params()
     assert params.parse(raw).train.distribute == "none"
     raw["train"]["distribute"] = "auto"
     assert params.parse(raw).train.distribute == "auto"

@@ -13,7 +13,7 @@ from PIL import Image
 
 from catsdogs import archive
 from catsdogs.stages import filter as filter_stage
-from conftest import ROOT
+from conftest import COMMITTED_PARAMS_TEXT, ROOT
 
 
 def jpeg(seed: int, **kwargs) -> bytes:
@@ -36,7 +36,7 @@ def make_zip(path: Path, members: dict[str, bytes], symlinks=()) -> Path:
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
-    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(COMMITTED_PARAMS_TEXT)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -26,11 +26,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from catsdogs import images, synthetic
+from catsdogs import archive, images, synthetic
 from catsdogs.demo import merge
 from catsdogs.errors import UserError
-from catsdogs.stages import filter as filter_stage
-from conftest import ENV, ROOT, TINY_TRAINING, stage_command
+from conftest import ENV, ROOT, TINY_TRAINING, committed_params, stage_command
 from test_fetch import DATA, DATA_SHA, server  # noqa: F401 - the misbehaving loopback server fixture
 from test_filter import make_zip, run_filter, workdir  # noqa: F401 - the filter stage in a temporary folder
 
@@ -38,7 +37,7 @@ from test_filter import make_zip, run_filter, workdir  # noqa: F401 - the filter
 STAGE_ENV = dict(ENV, PYTHONPATH=str(ROOT / "src"), PYTHONUNBUFFERED="1")
 
 def write_params(folder: Path, overrides: dict) -> None:
-    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides)
+    params = merge(committed_params(), overrides)
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -205,7 +204,7 @@ def test_filter_stage_on_every_odd_image(workdir: Path):
         for name, data in members.items():
             zf.writestr(name, data)
     (workdir / "params.yaml").write_text((workdir / "params.yaml").read_text().replace(
-        "max_pixels: 89478485", "max_pixels: 500000"))  # any member over 4 bytes/pixel + 1 MiB is never read
+        "max_pixels: null", "max_pixels: 500000"))  # any member over 4 bytes/pixel + 1 MiB is never read
 
     summary, report = run_filter(workdir, zip_path)
 
@@ -237,17 +236,17 @@ def test_names_clashing_on_a_case_insensitive_file_system_are_listed_not_overwri
     folding = str.casefold
     members = Members(images=[("PetImages/Cat/Case.jpg", "Cat"), ("PetImages/Cat/case.jpg", "Cat"),
                               ("PetImages/Dog/case.jpg", "Dog")])
-    separated = filter_stage.separate_clashes(members, folding)
+    separated = archive.separate_clashes(members, folding)
     assert separated.images == [("PetImages/Cat/Case.jpg", "Cat"), ("PetImages/Dog/case.jpg", "Dog")]
     [(name, why)] = separated.ignored
     assert name == "PetImages/Cat/case.jpg" and "same file name as PetImages/Cat/Case.jpg" in why
     with pytest.raises(UserError, match="class folders Cat and cat differ only in case"):
-        filter_stage.separate_clashes(Members(images=[("PetImages/Cat/1.jpg", "Cat"),
+        archive.separate_clashes(Members(images=[("PetImages/Cat/1.jpg", "Cat"),
                                                       ("PetImages/cat/1.jpg", "cat")]), folding)
 
 
 def test_name_key_sees_this_file_system(tmp_path: Path):
-    key = filter_stage.name_key(tmp_path)
+    key = archive.name_key(tmp_path)
     assert list(tmp_path.iterdir()) == []  # the probe is gone
     (tmp_path / "X").touch()
     case_insensitive = (tmp_path / "x").exists()
@@ -424,7 +423,7 @@ def test_ctrl_c_during_training_exits_130_and_writes_no_output(tmp_path: Path):
         for i in range(10):
             Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
     write_params(tmp_path, merge(copy.deepcopy(TINY_TRAINING), {
-        "epochs": 1000, "data": {"image_size": [16, 16], "batch_size": 8, "cache": "memory"},
+        "epochs": 1000, "data": {"image_size": [16, 16], "batch_size": 8, "cache_mode": "memory"},
         "train": {"backend": "tensorflow"}}))
     process = start_stage("train", tmp_path)
     wait_for(process, lambda: any(tmp_path.glob(".cache/train/*/checkpoints/save_at_1.keras")), timeout=120)

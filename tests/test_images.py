@@ -87,25 +87,3 @@ def test_index_lists_classes_and_image_files_like_keras(tmp_path: Path):
     assert names == ["Cat", "Dog"]
     assert paths == ["Cat/10.jpg", "Cat/2.jpg", "Cat/a.PNG", "Dog/1.jpeg", "Dog/sub/3.jpg"]
     assert labels.tolist() == [0, 0, 0, 1, 1]
-
-
-def test_split_matches_keras_file_for_file(tmp_path: Path):
-    import keras
-
-    write_folder(tmp_path, {"Cat": [f"{i}.jpg" for i in range(23)], "Dog": [f"{i}.jpg" for i in range(19)],
-                            "Emu": [f"{i}.jpg" for i in range(7)]})
-    for seed in (1337, 7):
-        train_ds, val_ds = keras.utils.image_dataset_from_directory(
-            tmp_path, validation_split=0.2, subset="both", seed=seed, image_size=(8, 8), batch_size=4, verbose=False)
-        paths, labels, names = images.index(tmp_path, seed)
-        (train, train_labels), (val, val_labels) = images.split(paths, labels, 0.2)
-        assert [str(tmp_path / p) for p in train] == train_ds.file_paths
-        assert [str(tmp_path / p) for p in val] == val_ds.file_paths
-        assert names == train_ds.class_names
-        keras_val_labels = np.concatenate([y for _, y in val_ds.as_numpy_iterator()])
-        assert val_labels.tolist() == keras_val_labels.tolist()
-
-
-def test_split_refuses_an_empty_subset():
-    with pytest.raises(UserError, match="empty subset"):
-        images.split(["a", "b"], np.array([0, 1]), 0.2)

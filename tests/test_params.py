@@ -4,11 +4,11 @@ import pytest
 import yaml
 
 from catsdogs import params
-from conftest import ROOT
+from conftest import COMMITTED_PARAMS_TEXT, ROOT, committed_params
 
 
 def raw() -> dict:
-    return yaml.safe_load((ROOT / "params.yaml").read_text())
+    return committed_params()
 
 
 def error_for(change) -> str:
@@ -22,7 +22,7 @@ def error_for(change) -> str:
 
 
 def test_committed_params_are_the_tutorial():
-    p = params.load(ROOT / "params.yaml")
+    p = params.parse(yaml.safe_load(COMMITTED_PARAMS_TEXT))
     assert p.epochs == 25 and p.seed == 1337
     assert p.download.source == "url" and p.download.size == 824_887_076
     assert p.data.image_size == [180, 180] and p.data.validation_split == 0.2 and p.data.batch_size == 128
@@ -61,8 +61,9 @@ def test_demo_overrides_are_valid():
         (lambda d: d.pop("seed"), ["missing required key 'seed'"]),
         (lambda d: d["download"].update(sha256="abc"), ["download.sha256 = 'abc'", "pattern"]),
         (lambda d: d["train"]["augment"].update(flip=1), ["train.augment.flip = 1", "boolean"]),
-        (lambda d: d["train"].update(warmup_epochs=25), ["warmup_epochs (25)", "smaller than epochs (25)"]),
-        (lambda d: d["download"]["synthetic"].update(image_size=[64, 32]), ["[smallest, largest]"]),
+        (lambda d: d["download"]["synthetic"].update(side_range=[64, 32]), ["[smallest, largest]"]),
+        (lambda d: d["download"]["synthetic"].update(side_range=[8, 32]), ["at least 16 pixels"]),
+        (lambda d: d["filter"].update(max_pixels=0), ["filter.max_pixels = 0", "greater than 0"]),
     ],
 )
 def test_bad_values_name_key_value_and_rule(change, expected):
@@ -90,3 +91,35 @@ def test_missing_file_and_non_mapping(tmp_path: Path):
     (tmp_path / "params.yaml").write_text("- a list\n")
     with pytest.raises(params.ParamsError, match="expected a mapping"):
         params.load(tmp_path / "params.yaml")
+
+
+def test_a_rule_across_fields_names_the_fields_never_the_whole_file():
+    message = error_for(lambda d: d.update(epochs=15) or d["train"].update(warmup_epochs=25))
+    assert message == "params.yaml: train.warmup_epochs (25) must be smaller than epochs (15)"
+    message = error_for(lambda d: d["download"]["synthetic"].update(side_range=[64, 32]))
+    assert message == ("params.yaml: download.synthetic: side_range must be [smallest, largest] side, "
+                       "got [64, 32]")
+
+
+@pytest.mark.parametrize("old, new, value", [
+    ("download.synthetic.image_size", "download.synthetic.side_range", [96, 160]),
+    ("data.split", "data.split_method", "keras"),
+    ("data.cache", "data.cache_mode", "mmap"),
+])
+def test_a_renamed_key_names_its_new_name(old, new, value):
+    def rename(d):
+        *sections, leaf = old.split(".")
+        node = d
+        for section in sections:
+            node = node[section]
+        node.pop(new.split(".")[-1])
+        node[leaf] = value
+
+    assert error_for(rename) == f"params.yaml: {old} was renamed to {new}: rename the key (its values are unchanged)"
+
+
+def test_max_pixels_defaults_to_pillows_own_limit():
+    from catsdogs import images
+
+    assert params.parse(raw()).filter.max_pixels is None
+    assert images.MAX_PIXELS == 89_478_485  # what the docs quote

@@ -27,7 +27,7 @@ def expected_drops(archive_path, method: str) -> Counter:
     s = TINY_DATA["download"]["synthetic"]
     if method == "decode":
         odd = synthetic.generate(archive_path.parent / "again.zip", images_per_class=s["images_per_class"],
-                                 image_size=s["image_size"], pathology_rate=s["pathology_rate"], seed=s["seed"],
+                                 side_range=s["side_range"], pathology_rate=s["pathology_rate"], seed=s["seed"],
                                  progress=False)
         return Counter(synthetic.PATHOLOGIES[kind]["decode"] for kind in odd.values()
                        if synthetic.PATHOLOGIES[kind]["decode"])

@@ -13,11 +13,11 @@ import pytest
 import yaml
 from PIL import Image
 
-from catsdogs import dataset, metrics, params
+from catsdogs import figures, metrics, params, splits, tables
 from catsdogs import model as model_lib
 from catsdogs.stages import plot
+from conftest import committed_params
 
-REPO = Path(__file__).resolve().parents[1]
 FIGURES = ["train_images.png", "augmented.png", "training_curves.png", "confusion_matrix.png", "roc.png",
            "most_wrong.png", "architecture.png"]
 
@@ -51,7 +51,7 @@ def picture(rng) -> np.ndarray:
     return image
 
 
-def prediction_rows(data: dataset.Split, wrong_every: int | None):
+def prediction_rows(data: splits.Split, wrong_every: int | None):
     """One row per validation image, as the evaluate stage writes them; every `wrong_every`-th one wrong."""
     rows = []
     for n, i in enumerate(data.val):
@@ -66,7 +66,7 @@ def prediction_rows(data: dataset.Split, wrong_every: int | None):
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> Inputs:
     root = tmp_path_factory.mktemp("inputs")
-    raw = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    raw = committed_params()
     raw["epochs"] = 3
     raw["data"].update(image_size=[32, 32], validation_split=0.5, batch_size=4)
     raw["model"].update(entry_width=4, block_widths=[8], exit_width=8)
@@ -80,17 +80,17 @@ def inputs(tmp_path_factory) -> Inputs:
         for i in range(8):
             Image.fromarray(picture(rng)).save(images / cls / f"{i}.jpg")
 
-    log = write_csv(root / "train_log.csv", ["epoch", "acc", "learning_rate", "loss", "seconds", "val_acc", "val_loss"],
-                    [[e, 0.5 + 0.1 * e, 3e-4, 0.7 - 0.1 * e, 1.5, 0.45 + 0.1 * e, 0.75 - 0.1 * e] for e in range(3)])
-    data = dataset.split(images, p.data.validation_split, p.seed)
+    log = write_csv(root / "train_log.csv", tables.TRAIN_LOG,  # epochs numbered from 1, as the train stage does
+                    [[e, 0.8 - 0.1 * e, 0.4 + 0.1 * e, 0.85 - 0.1 * e, 0.35 + 0.1 * e, 3e-4, 1.5, 1.2] for e in (1, 2, 3)])
+    data = splits.assign(images, p.data.validation_split, p.seed)
     rows = prediction_rows(data, wrong_every=2)
-    predictions = write_csv(root / "predictions.csv", plot.PREDICTION_COLUMNS, rows)
+    predictions = write_csv(root / "predictions.csv", tables.PREDICTIONS, rows)
     fpr, tpr, thresholds = metrics.roc_curve(np.array([r[1] == "Dog" for r in rows]), np.array([r[4] for r in rows]))
-    roc = write_csv(root / "roc.csv", ["fpr", "tpr", "threshold"], zip(fpr, tpr, thresholds))
+    roc = write_csv(root / "roc.csv", tables.ROC, zip(fpr, tpr, thresholds))
     model = model_lib.build(p.data.image_size, 2, p.model, p.train.augment, p.seed)
     model.save(root / "model.keras")
     (root / "classes.json").write_text('["Cat", "Dog"]')
-    dataset.write_split(root / "split.csv", images, data)
+    splits.write(root / "split.csv", images, data)
     return Inputs(root, images, log, predictions, roc, root / "model.keras", root / "classes.json", root / "split.csv")
 
 
@@ -134,7 +134,7 @@ def test_missing_predictions_is_a_user_error(inputs, tmp_path, capsys):
 
 def test_an_image_changed_since_training_stops_the_stage_before_any_figure(inputs, tmp_path, capsys):
     p = params.load()
-    data = dataset.split(inputs.images, p.data.validation_split, p.seed)
+    data = splits.assign(inputs.images, p.data.validation_split, p.seed)
     wrong = inputs.images / data.paths[data.val[0]]  # the first row is a wrong prediction: most_wrong draws it
     original = wrong.read_bytes()
     try:
@@ -151,8 +151,8 @@ def test_an_image_changed_since_training_stops_the_stage_before_any_figure(input
 
 def test_no_errors_still_writes_most_wrong(inputs, tmp_path):
     p = params.load()
-    data = dataset.split(inputs.images, p.data.validation_split, p.seed)
-    all_right = write_csv(tmp_path / "predictions.csv", plot.PREDICTION_COLUMNS, prediction_rows(data, None))
+    data = splits.assign(inputs.images, p.data.validation_split, p.seed)
+    all_right = write_csv(tmp_path / "predictions.csv", tables.PREDICTIONS, prediction_rows(data, None))
     run(inputs, tmp_path / "plots", predictions=all_right)
     assert_png(tmp_path / "plots" / "most_wrong.png")
 
@@ -161,16 +161,16 @@ def test_failed_diagram_falls_back_on_the_summary(inputs, tmp_path, monkeypatch)
     def broken(*args, **kwargs):
         raise OSError("dot crashed")
 
-    monkeypatch.setattr(plot.shutil, "which", lambda name: "/usr/bin/dot")
+    monkeypatch.setattr(figures.shutil, "which", lambda name: "/usr/bin/dot")
     monkeypatch.setattr(keras.utils, "plot_model", broken)
     model = keras.saving.load_model(inputs.model, safe_mode=True)
     target = tmp_path / "architecture.png"
-    assert not plot.architecture_diagram(model, target)
+    assert not figures.architecture_diagram(model, target)
     assert list(tmp_path.iterdir()) == []  # nothing half-written
-    plot.save(plot.model_summary(model), target)
+    figures.save(figures.model_summary(model), target)
     assert_png(target)
 
 
 def test_roc_is_a_placeholder_without_two_classes(tmp_path):
-    plot.save(plot.roc([], [], ["Bird", "Cat", "Dog"]), tmp_path / "roc.png")
+    figures.save(figures.roc([], [], ["Bird", "Cat", "Dog"]), tmp_path / "roc.png")
     assert_png(tmp_path / "roc.png")

@@ -108,7 +108,7 @@ def test_bad_input_is_a_clear_message_and_exit_code_2(trained, tmp_path, capsys,
         if case == "corrupt model":
             (model_dir / "model.keras").write_bytes(b"PK\x03\x04 definitely not a keras file")
     elif case == "huge image":
-        monkeypatch.setattr("catsdogs.predict.MAX_PIXELS", 49 * 40)
+        monkeypatch.setattr("catsdogs.images.MAX_PIXELS", 49 * 40)
         monkeypatch.setattr("catsdogs.predict.predict.__defaults__", (64, 49 * 40))
     code, out, err = predict(model_dir, target, capsys=capsys)
     assert code == 2

@@ -14,7 +14,7 @@ from catsdogs import images, synthetic
 from catsdogs.synthetic import PATHOLOGIES
 
 MAX_PIXELS = 89478485
-SMALL = dict(images_per_class=40, image_size=[32, 48], pathology_rate=0.2, seed=3)
+SMALL = dict(images_per_class=40, side_range=[32, 48], pathology_rate=0.2, seed=3)
 
 
 def _sha256(path) -> str:
@@ -152,7 +152,7 @@ def test_each_kind_gives_its_declared_reason(kind):
 
 def test_normal_images_pass_both_checks(tmp_path):
     path = tmp_path / "clean.zip"
-    synthetic.generate(path, images_per_class=30, image_size=[16, 80], pathology_rate=0.0, seed=5, progress=False)
+    synthetic.generate(path, images_per_class=30, side_range=[16, 80], pathology_rate=0.0, seed=5, progress=False)
     sizes = set()
     for name, data in _members(path).items():
         if name.endswith(".jpg"):
@@ -170,7 +170,7 @@ def test_normal_images_pass_both_checks(tmp_path):
     "images_per_class, pathology_rate", [(1, 0.0), (1, 0.5), (7, 0.3), (100, 0.06), (500, 0.01), (200, 0.99)]
 )
 def test_plan_rate_spread_and_kinds(images_per_class, pathology_rate):
-    args = dict(images_per_class=images_per_class, image_size=[32, 32], pathology_rate=pathology_rate)
+    args = dict(images_per_class=images_per_class, side_range=[32, 32], pathology_rate=pathology_rate)
     odd = synthetic.plan(**args, seed=11)
     total = 2 * images_per_class
     assert abs(len(odd) / total - pathology_rate) <= 0.5 / total + 1e-9
@@ -189,10 +189,10 @@ def test_plan_rate_spread_and_kinds(images_per_class, pathology_rate):
     [
         ({"images_per_class": 0}, "images_per_class"),
         ({"images_per_class": 2.5}, "images_per_class"),
-        ({"image_size": [64, 32]}, r"\[smallest, largest\]"),
-        ({"image_size": [8, 32]}, "at least 16"),
-        ({"image_size": [32]}, "image_size"),
-        ({"image_size": [32.5, 48]}, "whole pixels"),
+        ({"side_range": [64, 32]}, r"\[smallest, largest\]"),
+        ({"side_range": [8, 32]}, "at least 16"),
+        ({"side_range": [32]}, "side_range"),
+        ({"side_range": [32.5, 48]}, "whole pixels"),
         ({"pathology_rate": 1.0}, "pathology_rate"),
         ({"pathology_rate": -0.1}, "pathology_rate"),
         ({"seed": -1}, "seed"),
@@ -233,7 +233,7 @@ def test_progress_can_be_silenced(tmp_path, capsys):
 def test_colour_and_brightness_do_not_tell_the_classes_apart(tmp_path):
     """Only the outline may separate the classes: simple pixel statistics must be near chance."""
     path = tmp_path / "clean.zip"
-    synthetic.generate(path, images_per_class=200, image_size=[32, 64], pathology_rate=0.0, seed=8, progress=False)
+    synthetic.generate(path, images_per_class=200, side_range=[32, 64], pathology_rate=0.0, seed=8, progress=False)
     stats, labels = [], []
     for name, data in _members(path).items():
         if name.endswith(".jpg"):

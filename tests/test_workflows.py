@@ -25,7 +25,7 @@ import pytest
 import yaml
 from conftest import ENV, TINY_DATA, TINY_TRAINING, dvc, make_repo, run, set_params
 
-from catsdogs import images
+from catsdogs import images, splits
 
 pytestmark = pytest.mark.slow  # every test here rests on real (tiny) training runs
 
@@ -358,7 +358,7 @@ def assert_resumed_like_an_uninterrupted_run(result, repo: Path) -> None:
     assert "resuming the interrupted run" in output, output[-4000:]
     assert "train" in ran(result)
     log = read_csv((repo / "metrics/train_log.csv").read_text())
-    assert [int(row["epoch"]) for row in log] == list(range(EPOCHS))
+    assert [int(row["epoch"]) for row in log] == list(range(1, EPOCHS + 1))  # each epoch once, from 1
     assert json.loads((repo / "metrics/train.json").read_text())["epochs"] == EPOCHS
     assert len(list((repo / "models/checkpoints").glob("save_at_*.keras"))) == EPOCHS
     assert not list(repo.glob(".cache/train/*"))
@@ -398,15 +398,15 @@ def subsets(repo: Path) -> dict[str, str]:
 
 
 def keras_subsets(repo: Path) -> dict[str, str]:
-    """What `data.split: keras` (the tutorial's seeded shuffle) picks for the cleaned folder as it is."""
+    """What `data.split_method: keras` (the tutorial's seeded shuffle) picks for the cleaned folder as it is."""
     p = yaml.safe_load((repo / "params.yaml").read_text())
     paths, labels, _ = images.index(repo / "data/clean/PetImages", seed=p["seed"])
-    (train, _), (val, _) = images.split(paths, labels, p["data"]["validation_split"])
+    train, val = splits.keras_holdout(paths, p["data"]["validation_split"])
     return {p: "train" for p in train} | {p: "val" for p in val}
 
 
 def test_hash_split_keeps_every_image_in_its_subset_when_images_are_added(work):
-    set_params(work, {"epochs": 1, "data": {"split": "hash"}})
+    set_params(work, {"epochs": 1, "data": {"split_method": "hash"}})
     assert ran(dvc("repro", "evaluate", cwd=work)) == {"train", "evaluate"}
     before, keras_before = subsets(work), keras_subsets(work)
 

@@ -7,9 +7,10 @@ climb out with '..', or belong to symlink entries are refused here, before anyth
 from __future__ import annotations
 
 import stat
+import unicodedata
 import zipfile
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from catsdogs.errors import UserError
 from catsdogs.images import is_image_name
@@ -83,3 +84,44 @@ def list_members(archive: zipfile.ZipFile) -> Members:
             f"found {found}"
         )
     return members
+
+
+def name_key(folder: Path):
+    """How the file system holding `folder` compares names: a function from a name to what it really stores
+    it under. On a case-insensitive one (macOS, Windows) "a.jpg" and "A.jpg" are one file."""
+    probe = folder / ".Probe-\u00e9"
+    probe.touch()
+    try:
+        folds_case = (folder / ".pROBE-\u00e9").exists()
+        folds_unicode = (folder / ".Probe-e\u0301").exists()  # the same name, decomposed (NFD)
+    finally:
+        probe.unlink()
+
+    def key(name: str) -> str:
+        name = unicodedata.normalize("NFC", name) if folds_unicode else name
+        return name.casefold() if folds_case else name
+
+    return key
+
+
+def separate_clashes(members: Members, key) -> Members:
+    """Members whose cleaned files would land on the same path under `key` (e.g. "a.jpg" and "A.jpg" on a
+    case-insensitive file system): the first one is kept, later ones are ignored with the reason. Class
+    folders that would merge are an error."""
+    classes: dict[str, str] = {}
+    for cls in members.classes:
+        if key(cls) in classes:
+            raise UserError(f"class folders {classes[key(cls)]} and {cls} differ only in case or Unicode form: "
+                            "this file system cannot hold both; rename one in the archive")
+        classes[key(cls)] = cls
+    seen: dict[tuple[str, str], str] = {}
+    kept = Members(ignored=list(members.ignored))
+    for name, cls in members.images:
+        target = (key(cls), key(Path(name).name))
+        if target in seen:
+            kept.ignored.append((name, f"same file name as {seen[target]} on this file system "
+                                       "(it does not tell case or Unicode forms apart)"))
+        else:
+            seen[target] = name
+            kept.images.append((name, cls))
+    return kept

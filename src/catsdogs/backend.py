@@ -7,8 +7,10 @@ the modules that use Keras after it. Nothing here imports Keras or TensorFlow at
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -26,8 +28,6 @@ def select(backend: str, jax_cache: str | os.PathLike | None = None) -> None:
             raise UserError(f"Keras was already imported with the {keras.backend.backend()} backend, "
                             f"not {backend}: choose the backend before importing Keras")
     os.environ["KERAS_BACKEND"] = backend
-    if backend == "tensorflow":
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         import keras  # noqa: F401 - the import is what applies the choice
     except ImportError as exc:
@@ -39,6 +39,68 @@ def select(backend: str, jax_cache: str | os.PathLike | None = None) -> None:
         # A cold compile of the full model takes minutes on a GPU; later runs and experiments reuse it.
         jax.config.update("jax_compilation_cache_dir", str(Path(jax_cache).resolve()))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+# The forwarder of `quiet_native_logs`, a separate process so that it outlives a crash of the stage and
+# still passes on what the crash printed. It drops absl's INFO and WARNING lines (what TF_CPP_MIN_LOG_LEVEL=2
+# hid before TensorFlow logged through absl, which prints them before its logging is initialized whatever
+# that variable says), absl's preamble about it, and one known-harmless ERROR: Grappler's remapper giving up
+# on a graph (it then runs the graph unoptimized by that one pass; the results are the same). A partial line
+# that may become one of them waits for its end; any other output passes at once (progress bars use "\r").
+_FORWARDER = r"""
+import os, re
+NOISE = re.compile(rb"(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+                   rb"|[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] .*"
+                   rb"|E\d{4} \d\d:\d\d:\d+\.\d+ +\d+ meta_optimizer\.cc:\d+\] remapper failed: .*)\r?$")
+PREAMBLE = b"WARNING: All log messages"
+
+def may_be_noise(partial):
+    if partial[:1] in (b"I", b"W", b"E") and (len(partial) == 1 or partial[1:2].isdigit()):
+        return True
+    return PREAMBLE.startswith(partial[:len(PREAMBLE)]) and partial[:1] == b"W"
+
+def write(data):
+    while data:
+        data = data[os.write(1, data):]
+
+pending = b""
+while chunk := os.read(0, 1 << 16):
+    *lines, pending = (pending + chunk).split(b"\n")
+    write(b"".join(line + b"\n" for line in lines if not NOISE.fullmatch(line)))
+    if pending and not may_be_noise(pending):
+        write(pending)
+        pending = b""
+if pending and not NOISE.fullmatch(pending):
+    write(pending)
+"""
+
+
+_QUIETED = "CATSDOGS_QUIETED_NATIVE_LOGS"  # says that TF_CPP_MIN_LOG_LEVEL was set here, not by the user
+
+
+def quiet_native_logs() -> None:
+    """Hide TensorFlow's (and XLA's) C++ INFO and WARNING notices, unless the user set TF_CPP_MIN_LOG_LEVEL
+    to choose what to see. This process's stderr then goes through a small forwarding process."""
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ and _QUIETED not in os.environ:
+        return
+    os.environ.update({"TF_CPP_MIN_LOG_LEVEL": "2", _QUIETED: "1"})  # hides what TensorFlow logs once set up
+    sys.stderr.flush()
+    original = os.dup(2)
+    forwarder = subprocess.Popen([sys.executable, "-S", "-c", _FORWARDER], stdin=subprocess.PIPE, stdout=original,
+                                 start_new_session=True)  # so that Ctrl-C in a terminal does not end it first
+    os.dup2(forwarder.stdin.fileno(), 2)
+    forwarder.stdin.close()
+
+    def restore() -> None:
+        """At exit: give the forwarder its end of input and let it pass on the last lines before we go."""
+        sys.stderr.flush()
+        os.dup2(original, 2)
+        try:
+            forwarder.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # a child process still holds the pipe open: don't wait for it
+            pass
+
+    atexit.register(restore)
 
 
 def accelerator() -> str | None:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
-from catsdogs.errors import run_main
+from catsdogs.entry import run_main
 
 
 def _predict(args) -> int:
@@ -49,7 +48,6 @@ def main(argv=None) -> None:
     demo.set_defaults(func=_demo)
 
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     raise SystemExit(args.func(args))
 
 

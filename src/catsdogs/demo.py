@@ -50,7 +50,6 @@ def run(config: str, extra_args: list[str]) -> int:
 
     # Stages run `python -m catsdogs...`: make that the interpreter this command runs in.
     env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     command = [sys.executable, "-m", "dvc", "exp", "run"]
     for assignment in overrides(tree):
         command += ["-S", assignment]

@@ -82,6 +82,73 @@ class Plan:
         hosts = f" in {self.processes} processes, this is process {self.process_id}" if self.processes > 1 else ""
         return f"{self.engine} over {self.replicas} devices ({self.replicas} replicas){hosts}"
 
+    def check_batch_size(self, batch_size: int) -> None:
+        if batch_size % self.replicas:
+            lower = batch_size // self.replicas * self.replicas
+            choices = " or ".join(str(n) for n in (lower, lower + self.replicas) if n > 0)
+            raise UserError(f"params.yaml: data.batch_size = {batch_size}: the global batch must split evenly "
+                            f"across {self.replicas} replicas; use a multiple of {self.replicas}, e.g. {choices}")
+
+    def redirect(self, args: argparse.Namespace, *names: str) -> argparse.Namespace:
+        """The parsed arguments with the output paths `names` moved into a temporary folder on every process
+        but the chief; the folder is removed when the process exits. On the chief, `args` unchanged."""
+        if self.chief:
+            return args
+        tmp = Path(tempfile.mkdtemp(prefix=f"catsdogs-train-process{self.process_id}-"))
+        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+        log.info("process %d is not the chief: its outputs go to %s and are discarded", self.process_id, tmp)
+        moved = {name: tmp / name / Path(getattr(args, name)).name for name in names}
+        return argparse.Namespace(**{**vars(args), **moved})
+
+    def batches(self, train, val):
+        """The training and validation batches as they are on one device; on several, `EvenBatches`: the
+        last training batch trimmed, the last validation batch padded, to split evenly."""
+        if self.replicas == 1 and self.processes == 1:
+            return train, val
+        return EvenBatches(train, self, "drop"), EvenBatches(val, self, "pad")
+
+    def callbacks(self, val) -> list:
+        """The callbacks that several replicas need, or none (before the log and the checkpoints)."""
+        needed = [SyncReplicaStatistics(self.strategy)] if self.strategy is not None else []
+        if isinstance(val, EvenBatches) and val.padding:
+            needed.append(ExactValidation(val))
+        return needed
+
+    def resumable(self) -> bool:
+        """No resume across processes: all of them would have to restore the same epoch."""
+        return self.processes == 1
+
+    def prepare(self, model, batches) -> None:
+        """Works around two bugs of Keras 3's TensorFlow trainer under MultiWorkerMirroredStrategy, which make
+        `fit` fail on every multi-worker cluster (keras-team/keras#20585, tensorflow/tensorflow#72388: TensorFlow's
+        own multi-worker Keras tutorial fails the same way). Nothing changes for any other strategy.
+
+        1. Before training, `fit` and `evaluate` all-reduce a whole input batch across the workers only to learn
+           its shapes (`Trainer._maybe_symbolic_build`), which the collective strategy cannot do for an
+           (images, labels) pair. The model is built from one local batch here instead, and that step skipped.
+        2. Each step's loss and metrics are averaged over the replicas with `strategy.reduce("MEAN", value,
+           axis=0)`, which fails for a scalar; `axis=None` is the same average (the replicas' batches are equal).
+        """
+        if self.strategy is None:  # (and with jax, TensorFlow need not be installed)
+            return
+        import tensorflow as tf
+        from keras.src.backend.tensorflow import trainer as tf_trainer
+
+        if not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return
+        with self.strategy.scope():
+            model._symbolic_build(data_batch=batches[0])
+        model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
+        keras_reduce = tf_trainer.reduce_per_replica
+
+        def reduce_per_replica(values, strategy, reduction):
+            if strategy is self.strategy and reduction in ("auto", "mean"):
+                return keras.tree.map_structure(lambda value: strategy.reduce("MEAN", value, axis=None), values)
+            return keras_reduce(values, strategy, reduction)
+
+        tf_trainer.reduce_per_replica = reduce_per_replica
+
 
 def setup(mode: str, backend: str) -> Plan:
     """The plan for `train.distribute` = `mode` on `backend`, with the backend configured for it."""
@@ -117,8 +184,8 @@ def tf_cluster() -> tuple[int, int]:
             return 1, 0
         return len(tasks), tasks.index((task["type"], int(task["index"])))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise UserError(f"TF_CONFIG is not a usable cluster description ({exc}): see the README's multi-host "
-                        "section") from None
+        raise UserError(f"TF_CONFIG is not a usable cluster description ({exc}): see docs/scale-out.md, "
+                        "'Training across hosts'") from None
 
 
 def _tensorflow() -> Plan:
@@ -153,48 +220,8 @@ def _jax() -> Plan:
     return Plan("keras.distribution.DataParallel", len(devices), jax.process_count(), jax.process_index())
 
 
-def prepare(plan: Plan, model, batches) -> None:
-    """Works around two bugs of Keras 3's TensorFlow trainer under MultiWorkerMirroredStrategy, which make
-    `fit` fail on every multi-worker cluster (keras-team/keras#20585, tensorflow/tensorflow#72388: TensorFlow's
-    own multi-worker Keras tutorial fails the same way). Nothing changes for any other strategy.
-
-    1. Before training, `fit` and `evaluate` all-reduce a whole input batch across the workers only to learn
-       its shapes (`Trainer._maybe_symbolic_build`), which the collective strategy cannot do for an
-       (images, labels) pair. The model is built from one local batch here instead, and that step skipped.
-    2. Each step's loss and metrics are averaged over the replicas with `strategy.reduce("MEAN", value,
-       axis=0)`, which fails for a scalar; `axis=None` is the same average (the replicas' batches are equal).
-    """
-    if plan.strategy is None:  # (and with jax, TensorFlow need not be installed)
-        return
-    import tensorflow as tf
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-
-    if not isinstance(plan.strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return
-    with plan.strategy.scope():
-        model._symbolic_build(data_batch=batches[0])
-    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
-
-    keras_reduce = tf_trainer.reduce_per_replica
-
-    def reduce_per_replica(values, strategy, reduction):
-        if strategy is plan.strategy and reduction in ("auto", "mean"):
-            return keras.tree.map_structure(lambda value: strategy.reduce("MEAN", value, axis=None), values)
-        return keras_reduce(values, strategy, reduction)
-
-    tf_trainer.reduce_per_replica = reduce_per_replica
-
-
-def check_batch_size(plan: Plan, batch_size: int) -> None:
-    if batch_size % plan.replicas:
-        lower = batch_size // plan.replicas * plan.replicas
-        choices = " or ".join(str(n) for n in (lower, lower + plan.replicas) if n > 0)
-        raise UserError(f"params.yaml: data.batch_size = {batch_size}: the global batch must split evenly "
-                        f"across {plan.replicas} replicas; use a multiple of {plan.replicas}, e.g. {choices}")
-
-
 class EvenBatches(keras.utils.PyDataset):
-    """A `dataset.Batches` whose every batch splits evenly across the replicas, and of which this process
+    """A `batches.Batches` whose every batch splits evenly across the replicas, and of which this process
     gives only its own part where processes feed their own devices (JAX across processes).
 
     `remainder`: "drop" trims the last batch to a multiple of the replica count (and skips a last batch
@@ -242,11 +269,6 @@ class EvenBatches(keras.utils.PyDataset):
 
     def on_epoch_end(self) -> None:
         self.batches.on_epoch_end()
-
-
-def batches(batches, plan: Plan, remainder: str):
-    """`batches` as they are on one device; wrapped in `EvenBatches` on several."""
-    return batches if plan.replicas == 1 and plan.processes == 1 else EvenBatches(batches, plan, remainder)
 
 
 class ExactValidation(keras.callbacks.Callback):
@@ -312,23 +334,3 @@ class SyncReplicaStatistics(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self.sync()
-
-
-def callbacks(plan: Plan, val) -> list:
-    """The callbacks that several replicas need, or none (before the CSV log and the checkpoints)."""
-    needed = [SyncReplicaStatistics(plan.strategy)] if plan.strategy is not None else []
-    if isinstance(val, EvenBatches) and val.padding:
-        needed.append(ExactValidation(val))
-    return needed
-
-
-def redirect(args: argparse.Namespace, plan: Plan, *names: str) -> argparse.Namespace:
-    """The parsed arguments with the output paths `names` moved into a temporary folder on every process
-    but the chief; the folder is removed when the process exits. On the chief, `args` unchanged."""
-    if plan.chief:
-        return args
-    tmp = Path(tempfile.mkdtemp(prefix=f"catsdogs-train-process{plan.process_id}-"))
-    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
-    log.info("process %d is not the chief: its outputs go to %s and are discarded", plan.process_id, tmp)
-    moved = {name: tmp / name / Path(getattr(args, name)).name for name in names}
-    return argparse.Namespace(**{**vars(args), **moved})

@@ -13,9 +13,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import PIL
 from PIL import Image, UnidentifiedImageError
-
-from catsdogs.errors import UserError
 
 # Keras' allow-list (keras.src.utils.image_dataset_utils.ALLOWLIST_FORMATS).
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
@@ -29,6 +28,16 @@ REASONS = {
     "too_large": "declared dimensions above filter.max_pixels (decompression bomb)",
     "no_jfif": "no 'JFIF' in the first 4,096 bytes (method: jfif, the tutorial's check)",
 }
+
+# Larger images are dropped as decompression bombs: Pillow's own limit, unless filter.max_pixels sets another.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+
+
+def max_file_bytes(max_pixels: int) -> int:
+    """The most bytes an image of at most `max_pixels` pixels takes (uncompressed RGBA plus 1 MiB of headers
+    and metadata): a larger file is refused before it is read or inflated (a zip bomb)."""
+    return max_pixels * 4 + 2**20
+
 
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")
 
@@ -98,6 +107,12 @@ def check(data: bytes, method: str, max_pixels: int) -> str | None:
     return None
 
 
+# Part of every decoded-image cache's key (catsdogs.imagecache): bump it whenever decode() changes the pixels
+# it returns, and every cache, in the workspace and in queued experiments' copies alike, is decoded anew.
+# Pillow's version is part of it too, since its resizing and its JPEG decoder can change between releases.
+DECODER = f"decode-v1-pillow-{PIL.__version__}"
+
+
 def decode(data: bytes, size: tuple[int, int]) -> np.ndarray:
     """Decode to RGB and resize to `size` (height, width) with bilinear filtering: a uint8 array.
 
@@ -149,13 +164,3 @@ def index(directory: str | os.PathLike, seed: int | None, shuffle: bool = True):
         np.random.RandomState(seed).shuffle(paths)
         np.random.RandomState(seed).shuffle(labels_array)
     return paths, labels_array, names
-
-
-def split(paths: list[str], labels: np.ndarray, validation_split: float):
-    """Keras' split: the last int(validation_split * n) shuffled files are the validation subset."""
-    num_val = int(validation_split * len(paths))
-    if num_val == 0 or num_val == len(paths):
-        raise UserError(
-            f"validation_split {validation_split} of {len(paths)} images leaves an empty subset"
-        )
-    return (paths[:-num_val], labels[:-num_val]), (paths[-num_val:], labels[-num_val:])

@@ -19,9 +19,41 @@ from catsdogs.errors import UserError
 
 PARAMS_FILE = "params.yaml"
 
+# Keys that were renamed, and their new names: an old key is one clear error, not "unknown key".
+RENAMED = {
+    "download.synthetic.image_size": "download.synthetic.side_range",
+    "data.split": "data.split_method",
+    "data.cache": "data.cache_mode",
+}
+
 
 class ParamsError(UserError):
     """A params file that cannot be used; the message is one line meant for the user."""
+
+
+SYNTHETIC_MIN_SIDE = 16  # pixels: the smallest side the synthetic figures are still drawn recognisably at
+
+
+def check_synthetic(images_per_class, side_range, pathology_rate, seed) -> tuple[int, int]:
+    """What the synthetic archive's generator accepts (download.synthetic; catsdogs.synthetic checks its
+    arguments with it too); ValueError naming the argument otherwise. Returns the smallest and largest side."""
+    if isinstance(images_per_class, bool) or not isinstance(images_per_class, int) or images_per_class < 1:
+        raise ValueError(f"images_per_class must be an integer >= 1, got {images_per_class!r}")
+    try:
+        low, high = side_range
+    except (TypeError, ValueError):
+        low = high = None
+    if not all(isinstance(side, int) and not isinstance(side, bool) for side in (low, high)):
+        raise ValueError(f"side_range must be [smallest, largest] side in whole pixels, got {side_range!r}")
+    if low > high:
+        raise ValueError(f"side_range must be [smallest, largest] side, got {list(side_range)}")
+    if low < SYNTHETIC_MIN_SIDE:
+        raise ValueError(f"side_range must allow at least {SYNTHETIC_MIN_SIDE} pixels per side, got {list(side_range)}")
+    if isinstance(pathology_rate, bool) or not isinstance(pathology_rate, (int, float)) or not 0 <= pathology_rate < 1:
+        raise ValueError(f"pathology_rate must be a number in [0, 1), got {pathology_rate!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    return low, high
 
 
 class _Section(BaseModel):
@@ -33,17 +65,14 @@ Size2 = Annotated[list[PositiveInt], Len(min_length=2, max_length=2)]
 
 
 class Synthetic(_Section):
-    images_per_class: Annotated[int, Field(ge=1)]
-    image_size: Size2
-    pathology_rate: Annotated[float, Field(ge=0, lt=1)]
-    seed: Annotated[int, Field(ge=0)]
+    images_per_class: int
+    side_range: list[int]  # [smallest, largest] side of each image, in pixels
+    pathology_rate: float
+    seed: int
 
     @model_validator(mode="after")
-    def _ordered_range(self):
-        if self.image_size[0] > self.image_size[1]:
-            raise ValueError(f"image_size must be [smallest, largest] side, got {self.image_size}")
-        if self.image_size[0] < 16:
-            raise ValueError(f"image_size must allow at least 16 pixels per side, got {self.image_size}")
+    def _generator_accepts(self):
+        check_synthetic(self.images_per_class, self.side_range, self.pathology_rate, self.seed)
         return self
 
 
@@ -60,15 +89,15 @@ class Download(_Section):
 class Filter(_Section):
     method: Literal["decode", "jfif"]
     workers: Annotated[int, Field(ge=0)]
-    max_pixels: PositiveInt
+    max_pixels: PositiveInt | None  # None: Pillow's own limit (catsdogs.images.MAX_PIXELS)
 
 
 class Data(_Section):
     image_size: Size2
     validation_split: Annotated[float, Field(gt=0, lt=1)]
-    split: Literal["keras", "hash"]
+    split_method: Literal["keras", "hash"]
     batch_size: PositiveInt
-    cache: Literal["memory", "mmap"]
+    cache_mode: Literal["memory", "mmap"]
 
 
 class Model(_Section):
@@ -79,7 +108,7 @@ class Model(_Section):
     bn_momentum: Annotated[float, Field(gt=0, lt=1)]
 
 
-class Augment(_Section):
+class Augmentation(_Section):
     flip: bool
     rotation: Annotated[float, Field(ge=0, le=0.5)]
     where: Literal["model", "cpu"]
@@ -91,7 +120,7 @@ class Train(_Section):
     learning_rate: Annotated[float, Field(gt=0)]
     lr_schedule: Literal["constant", "cosine"]
     warmup_epochs: Annotated[int, Field(ge=0)]
-    augment: Augment
+    augment: Augmentation
     distribute: Literal["none", "auto"] = "none"
 
 
@@ -136,23 +165,49 @@ def _one_line(error: dict, path: str) -> str:
         return f"{path}: unknown key '{key}' (value {value!r}); allowed here: {allowed}"
     if kind == "missing":
         return f"{path}: missing required key '{key}'"
+    if isinstance(value, dict):  # a rule across fields: its message names them; the section is no value
+        where = f"{key}: " if loc else ""
+        return f"{path}: {where}{_message(error)}"
+    return f"{path}: {key} = {value!r}: {_message(error)}{_hint(value, kind)}"
+
+
+def _message(error: dict) -> str:
     message = error["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]
-    hint = ""
+    return message[:1].lower() + message[1:]
+
+
+def _hint(value, kind: str) -> str:
     if isinstance(value, str) and kind in {"float_type", "int_type"}:
         try:
             float(value)
-            hint = " (YAML read it as text: write numbers like 3.0e-4, with a dot and a signed exponent)"
+            return " (YAML read it as text: write numbers like 3.0e-4, with a dot and a signed exponent)"
         except ValueError:
             pass
-    return f"{path}: {key} = {value!r}: {message.lower() if message[:1].isupper() else message}{hint}"
+    return ""
+
+
+def _renamed_key(raw: dict) -> tuple[str, str] | None:
+    """The first old key in `raw`, and its new name."""
+    for old, new in RENAMED.items():
+        *sections, leaf = old.split(".")
+        node = raw
+        for section in sections:
+            node = node.get(section) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node:
+            return old, new
+    return None
 
 
 def parse(raw: object, path: str = PARAMS_FILE) -> Params:
     """Validate an already-loaded params mapping."""
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of keys to values, got {type(raw).__name__}")
+    renamed = _renamed_key(raw)
+    if renamed:
+        raise ParamsError(f"{path}: {renamed[0]} was renamed to {renamed[1]}: rename the key (its values are "
+                          "unchanged)")
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:

@@ -11,14 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from catsdogs import images
 from catsdogs import model as model_lib
 from catsdogs.errors import UserError
-
-MAX_PIXELS = Image.MAX_IMAGE_PIXELS
-
 
 @dataclass
 class Result:
@@ -67,15 +63,17 @@ def _read(file: Path, max_pixels: int) -> tuple[bytes | None, str | None]:
     try:
         if not file.is_file():
             return None, "not a regular file"
-        if file.stat().st_size > max_pixels * 4 + 2**20:
+        if file.stat().st_size > images.max_file_bytes(max_pixels):
             return None, f"too_large: {images.REASONS['too_large']}"
         return file.read_bytes(), None
     except OSError as exc:
         return None, f"unreadable: {exc.strerror or exc}"
 
 
-def predict(paths, model_path, classes_path, batch_size: int = 64, max_pixels: int = MAX_PIXELS) -> list[Result]:
-    """One Result per file, in input order; unreadable files carry an error instead of probabilities."""
+def predict(paths, model_path, classes_path, batch_size: int = 64, max_pixels: int | None = None) -> list[Result]:
+    """One Result per file, in input order; unreadable files carry an error instead of probabilities.
+    `max_pixels`: larger images are refused as decompression bombs (default: Pillow's own limit)."""
+    max_pixels = max_pixels or images.MAX_PIXELS
     files = expand(paths)
     model = model_lib.load(model_path)
     class_names = model_lib.load_classes(classes_path, model)

@@ -26,6 +26,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from catsdogs.atomic import atomic_path
+from catsdogs.params import check_synthetic
 
 CLASSES = ("Cat", "Dog")
 
@@ -76,37 +77,17 @@ MAX_ROTATION = math.radians(30)
 DOG_EAR_WIDTH = 0.25
 
 
-def _check_args(images_per_class, image_size, pathology_rate, seed) -> tuple[int, int]:
-    if isinstance(images_per_class, bool) or not isinstance(images_per_class, int) or images_per_class < 1:
-        raise ValueError(f"images_per_class must be an integer >= 1, got {images_per_class!r}")
-    try:
-        low, high = image_size
-    except (TypeError, ValueError):
-        low = high = None
-    if not all(isinstance(side, int) and not isinstance(side, bool) for side in (low, high)):
-        raise ValueError(f"image_size must be [smallest, largest] side in whole pixels, got {image_size!r}")
-    if low > high:
-        raise ValueError(f"image_size must be [smallest, largest] side, got {list(image_size)}")
-    if low < 16:
-        raise ValueError(f"image_size must allow at least 16 pixels per side, got {list(image_size)}")
-    if not 0 <= pathology_rate < 1:
-        raise ValueError(f"pathology_rate must be in [0, 1), got {pathology_rate!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-    return low, high
-
-
 def _member(label: int, index: int) -> str:
     return f"PetImages/{CLASSES[label]}/{index}.jpg"
 
 
-def plan(*, images_per_class: int, image_size, pathology_rate: float, seed: int) -> dict[str, str]:
+def plan(*, images_per_class: int, side_range, pathology_rate: float, seed: int) -> dict[str, str]:
     """Which members generate() will replace by odd files, without drawing anything.
 
     About pathology_rate of all images, split evenly between the classes, each kind equally often, so
     every kind appears once there are at least as many odd files as kinds.
     """
-    _check_args(images_per_class, image_size, pathology_rate, seed)
+    check_synthetic(images_per_class, side_range, pathology_rate, seed)
     rng = np.random.default_rng([seed, 0])
     total = int(pathology_rate * 2 * images_per_class + 0.5)
     kinds = list(PATHOLOGIES)
@@ -351,7 +332,7 @@ def _readme(images_per_class, low, high, pathology_rate, seed) -> bytes:
         "like the odd files of the real archive.\r\n"
         "\r\n"
         f"images_per_class: {images_per_class}\r\n"
-        f"image_size: [{low}, {high}]\r\n"
+        f"side_range: [{low}, {high}]\r\n"
         f"pathology_rate: {pathology_rate}\r\n"
         f"seed: {seed}\r\n"
     ).encode()
@@ -370,7 +351,7 @@ def generate(
     dest: str | Path,
     *,
     images_per_class: int,
-    image_size,
+    side_range,
     pathology_rate: float,
     seed: int,
     progress: bool = True,
@@ -379,8 +360,8 @@ def generate(
 
     The archive appears at `dest` only once it is complete.
     """
-    low, high = _check_args(images_per_class, image_size, pathology_rate, seed)
-    odd = plan(images_per_class=images_per_class, image_size=image_size, pathology_rate=pathology_rate,
+    low, high = check_synthetic(images_per_class, side_range, pathology_rate, seed)
+    odd = plan(images_per_class=images_per_class, side_range=side_range, pathology_rate=pathology_rate,
                seed=seed)
     with atomic_path(dest) as tmp, zipfile.ZipFile(tmp, "w") as archive:
         _write(archive, "CDLA-Permissive-2.0.pdf", _licence_pdf())

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from catsdogs import params, synthetic
-from catsdogs.errors import run_main
+from catsdogs.entry import run_main
 from catsdogs.fetch import fetch
 
 log = logging.getLogger("download")
@@ -29,8 +29,8 @@ def main(argv=None) -> None:
     if p.source == "synthetic":
         s = p.synthetic
         log.info("generating a synthetic archive: %d images per class, sides %d-%d px, seed %d",
-                 s.images_per_class, *s.image_size, s.seed)
-        odd = synthetic.generate(args.out, images_per_class=s.images_per_class, image_size=s.image_size,
+                 s.images_per_class, *s.side_range, s.seed)
+        odd = synthetic.generate(args.out, images_per_class=s.images_per_class, side_range=s.side_range,
                                  pathology_rate=s.pathology_rate, seed=s.seed)
         log.info("wrote %s with %d odd files mixed in", args.out, len(odd))
     else:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from catsdogs import atomic, backend, metrics, params
-from catsdogs.errors import UserError, run_main
+from catsdogs import atomic, backend, imagecache, metrics, params, splits, tables
+from catsdogs.entry import run_main
+from catsdogs.errors import UserError
 
 log = logging.getLogger("evaluate")
 
@@ -29,22 +30,22 @@ def main(argv=None) -> None:
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--predictions", type=Path, required=True, help="per-image CSV")
     parser.add_argument("--roc", type=Path, required=True, help="ROC curve CSV (two classes)")
-    parser.add_argument("--cache", type=Path, required=True, help="decoded-image cache folder")
+    parser.add_argument("--image-cache", type=Path, required=True, help="folder of the decoded-image cache")
     args = parser.parse_args(argv)
     p = params.load()
     backend.select(p.train.backend)
-    from catsdogs import dataset  # noqa: E402 - modules using Keras come after the backend is chosen
+    from catsdogs import batches
     from catsdogs import model as model_lib
 
     model = model_lib.load(args.model)
     class_names = model_lib.load_classes(args.classes, model)
     if not args.data.is_dir():
         raise UserError(f"{args.data}: cleaned image folder not found (run the filter stage first)")
-    data, digests = dataset.read_split(args.split, class_names)
-    dataset.verify(args.data, data.paths, digests, args.split)
+    data, digests = splits.read(args.split, class_names)
+    splits.verify(args.data, data.paths, digests, args.split)
     image_size = model.input_shape[1:3]
-    array = dataset.load_images(args.data, data.paths, image_size, args.cache, p.data.cache)
-    val = dataset.Batches(array, data.labels, data.val, p.data.batch_size, shuffle=False, seed=p.seed)
+    array = imagecache.load(args.data, data.paths, image_size, args.image_cache, p.data.cache_mode)
+    val = batches.Batches(array, data.labels, data.val, p.data.batch_size, shuffle=False, seed=p.seed)
 
     probs = model_lib.probabilities(model.predict(val, verbose=2))
     labels = data.labels[data.val]
@@ -54,16 +55,16 @@ def main(argv=None) -> None:
 
     predicted = probs.argmax(axis=1)
     binary = len(class_names) == 2
-    atomic.write_csv(args.predictions, ["path", "actual", "predicted", "confidence", "score"], (
+    atomic.write_csv(args.predictions, tables.PREDICTIONS, (
         [data.paths[i], class_names[y], class_names[k], f"{probs[n, k]:.6f}", f"{probs[n, 1]:.6f}" if binary else ""]
         for n, (i, y, k) in enumerate(zip(data.val, labels, predicted))
     ))
     if binary:
         fpr, tpr, thresholds = metrics.roc_curve(labels == 1, probs[:, 1])
-        atomic.write_csv(args.roc, ["fpr", "tpr", "threshold"],
-                  ([f"{a:.6f}", f"{b:.6f}", f"{min(t, 1.0):.6f}"] for a, b, t in zip(fpr, tpr, thresholds)))
+        curve = ([f"{a:.6f}", f"{b:.6f}", f"{min(t, 1.0):.6f}"] for a, b, t in zip(fpr, tpr, thresholds))
     else:
-        atomic.write_csv(args.roc, ["fpr", "tpr", "threshold"], [])
+        curve = []
+    atomic.write_csv(args.roc, tables.ROC, curve)
     atomic.write_json(args.metrics, summary)
     log.info("validation: %d images, accuracy %.4f, loss %.4f, ROC AUC %.4f, F1 %.4f",
              summary["images"], summary["accuracy"], summary["loss"], summary["roc_auc"], summary["f1"])

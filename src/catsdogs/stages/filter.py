@@ -13,15 +13,15 @@ import logging
 import os
 import signal
 import time
-import unicodedata
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from tqdm import tqdm
 
 from catsdogs import archive as zipped
-from catsdogs import atomic, images, params
-from catsdogs.errors import UserError, run_main
+from catsdogs import atomic, images, params, tables
+from catsdogs.entry import run_main
+from catsdogs.errors import UserError
 
 log = logging.getLogger("filter")
 
@@ -54,7 +54,7 @@ def _check_chunk(chunk, out_dir: str, method: str, max_pixels: int):
     """Check members and write the kept ones; returns (member, class, reason or None) per member."""
     results = []
     for name, cls in chunk:
-        if _zip.getinfo(name).file_size > max_pixels * 4 + 2**20:
+        if _zip.getinfo(name).file_size > images.max_file_bytes(max_pixels):
             results.append((name, cls, "too_large"))  # never inflate a zip bomb into memory
             continue
         data = _read(name)
@@ -96,47 +96,6 @@ def filter_archive(zip_path: Path, members: zipped.Members, out_dir: Path, metho
     return results
 
 
-def name_key(folder: Path):
-    """How the file system holding `folder` compares names: a function from a name to what it really stores
-    it under. On a case-insensitive one (macOS, Windows) "a.jpg" and "A.jpg" are one file."""
-    probe = folder / ".Probe-\u00e9"
-    probe.touch()
-    try:
-        folds_case = (folder / ".pROBE-\u00e9").exists()
-        folds_unicode = (folder / ".Probe-e\u0301").exists()  # the same name, decomposed (NFD)
-    finally:
-        probe.unlink()
-
-    def key(name: str) -> str:
-        name = unicodedata.normalize("NFC", name) if folds_unicode else name
-        return name.casefold() if folds_case else name
-
-    return key
-
-
-def separate_clashes(members: zipped.Members, key) -> zipped.Members:
-    """Members whose cleaned files would land on the same path under `key` (e.g. "a.jpg" and "A.jpg" on a
-    case-insensitive file system): the first one is kept, later ones are ignored with the reason. Class
-    folders that would merge are an error."""
-    classes: dict[str, str] = {}
-    for cls in members.classes:
-        if key(cls) in classes:
-            raise UserError(f"class folders {classes[key(cls)]} and {cls} differ only in case or Unicode form: "
-                            "this file system cannot hold both; rename one in the archive")
-        classes[key(cls)] = cls
-    seen: dict[tuple[str, str], str] = {}
-    kept = zipped.Members(ignored=list(members.ignored))
-    for name, cls in members.images:
-        target = (key(cls), key(Path(name).name))
-        if target in seen:
-            kept.ignored.append((name, f"same file name as {seen[target]} on this file system "
-                                       "(it does not tell case or Unicode forms apart)"))
-        else:
-            seen[target] = name
-            kept.images.append((name, cls))
-    return kept
-
-
 def summarize(results, ignored, method: str, seconds: float) -> dict:
     classes = sorted({cls for _, cls, _ in results})
     reasons = [r for r in images.REASONS if (r == "no_jfif") == (method == "jfif")]
@@ -157,7 +116,7 @@ def summarize(results, ignored, method: str, seconds: float) -> dict:
 def write_report(path: Path, results, ignored) -> None:
     dropped = [[name, reason, images.REASONS[reason]] for name, _, reason in sorted(results) if reason is not None]
     ignored = [[name, "ignored", why] for name, why in sorted(ignored)]
-    atomic.write_csv(path, ["member", "reason", "detail"], dropped + ignored)
+    atomic.write_csv(path, tables.FILTER_REPORT, dropped + ignored)
 
 
 @run_main
@@ -175,9 +134,9 @@ def main(argv=None) -> None:
         members = zipped.list_members(archive)
     atomic.remove_leftovers(args.out, args.metrics, args.report)
     with atomic.atomic_dir(args.out) as tmp_out:
-        members = separate_clashes(members, name_key(tmp_out))
+        members = zipped.separate_clashes(members, zipped.name_key(tmp_out))
         ignored = members.ignored
-        results = filter_archive(args.archive, members, tmp_out, p.method, p.max_pixels, p.workers)
+        results = filter_archive(args.archive, members, tmp_out, p.method, p.max_pixels or images.MAX_PIXELS, p.workers)
         summary = summarize(results, ignored, p.method, time.perf_counter() - start)
         empty = [cls for cls, n in summary["kept_per_class"].items() if n == 0]
         if empty:

@@ -1,0 +1,22 @@
+"""Batches: the validation order kept, the training order fixed by (seed, epoch)."""
+
+import numpy as np
+
+from catsdogs.batches import Batches
+
+
+def test_batches_keep_order_without_shuffle_and_reshuffle_deterministically():
+    array = np.arange(10)[:, None] * np.ones((1, 2), dtype=np.int64)
+    labels = np.arange(10) % 2
+    val = Batches(array, labels, [7, 2, 9, 0], batch_size=3, shuffle=False, seed=0)
+    assert len(val) == 2
+    assert val[0][0][:, 0].tolist() == [7, 2, 9] and val[1][1].tolist() == [0]
+
+    train = Batches(array, labels, np.arange(10), batch_size=4, shuffle=True, seed=5)
+    epoch0 = np.concatenate([train[i][0][:, 0] for i in range(len(train))])
+    train.on_epoch_end()
+    epoch1 = np.concatenate([train[i][0][:, 0] for i in range(len(train))])
+    assert sorted(epoch0) == sorted(epoch1) == list(range(10)) and epoch0.tolist() != epoch1.tolist()
+    resumed = Batches(array, labels, np.arange(10), batch_size=4, shuffle=True, seed=5)
+    resumed.set_epoch(1)
+    assert np.concatenate([resumed[i][0][:, 0] for i in range(len(resumed))]).tolist() == epoch1.tolist()
