@@ -7,21 +7,20 @@
 - No document points into a `shared/` folder: a user's clone has none.
 - The README fits on a few screens.
 
-The committed params are read with `git show HEAD:params.yaml` in a git checkout, so that an edited
-workspace (`catsdogs demo` rewrites params.yaml) changes nothing; outside git, from the file.
+The committed params come from conftest (not the workspace's params.yaml, which `catsdogs demo` rewrites).
 """
 
 from __future__ import annotations
 
 import re
-import subprocess
 import unicodedata
 from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, committed_params
+
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 README_MAX_LINES = 200
 
@@ -37,19 +36,6 @@ SET_PARAM = re.compile(r"(?:^|\s)(?:-S|--set-param)(?:\s+|=)['\"]?([A-Za-z_][\w.
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 # `shared/` as a folder of this repository or next to it; not a deeper path such as /mnt/shared/
 SHARED = re.compile(r"(?:(?<![\w/.-])|(?<=\.\./))shared/")
-
-
-def committed_params() -> dict:
-    """params.yaml as committed at HEAD, or the file itself outside a git checkout."""
-    try:
-        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=ROOT, capture_output=True, text=True)
-        if top.returncode == 0 and Path(top.stdout.strip()).resolve() == ROOT:
-            shown = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True, text=True)
-            if shown.returncode == 0:
-                return yaml.safe_load(shown.stdout)
-    except OSError:  # no git installed
-        pass
-    return yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
 
 
 def key_paths(tree: dict, prefix: str = "") -> set[str]:
