@@ -1,3 +1,4 @@
+import hashlib
 import os
 from pathlib import Path
 
@@ -103,3 +104,43 @@ def test_batches_keep_order_without_shuffle_and_reshuffle_deterministically():
     resumed = dataset.Batches(array, labels, np.arange(10), batch_size=4, shuffle=True, seed=5)
     resumed.set_epoch(1)
     assert np.concatenate([resumed[i][0][:, 0] for i in range(len(resumed))]).tolist() == epoch1.tolist()
+
+
+def test_hash_split_puts_exactly_the_images_hashed_below_the_fraction_in_validation(tmp_path):
+    for cls in ("Cat", "Dog"):
+        (tmp_path / "img" / cls).mkdir(parents=True)
+        for i in range(150):
+            (tmp_path / "img" / cls / f"{i}.jpg").write_bytes(b"")  # the split reads names only
+    data = dataset.split(tmp_path / "img", 0.2, seed=1, method="hash")
+    # the fraction of a path: the first 8 bytes of its SHA-256, as a big-endian number, over 2**64
+    fraction = {p: int(hashlib.sha256(p.encode()).hexdigest()[:16], 16) / 2**64 for p in data.paths}
+    assert dataset.stable_fraction("Cat/0.jpg") == fraction["Cat/0.jpg"]
+    assert {data.paths[i] for i in data.val} == {p for p in data.paths if fraction[p] < 0.2}
+    assert sorted([*data.train, *data.val]) == list(range(300))
+    assert 0.15 < len(data.val) / 300 < 0.25
+
+
+def test_shuffled_batches_keep_each_image_with_its_label():
+    array = np.arange(23)[:, None]
+    labels = np.arange(23) * 10
+    batches = dataset.Batches(array, labels, np.arange(3, 23), batch_size=6, shuffle=True, seed=2)
+    for epoch in (0, 1, 2):
+        batches.set_epoch(epoch)
+        seen = []
+        for i in range(len(batches)):
+            x, y = batches[i]
+            assert y.tolist() == (x[:, 0] * 10).tolist()
+            seen += x[:, 0].tolist()
+        assert sorted(seen) == list(range(3, 23))
+
+
+def test_every_seed_and_epoch_has_its_own_order():
+    """The order comes from (seed, epoch) together: seed 6's first epoch is not seed 5's second."""
+    orders = set()
+    for seed in (5, 6, 7):
+        for epoch in (0, 1, 2):
+            batches = dataset.Batches(np.arange(40)[:, None], np.zeros(40), np.arange(40), batch_size=8,
+                                      shuffle=True, seed=seed)
+            batches.set_epoch(epoch)
+            orders.add(tuple(np.concatenate([batches[i][0][:, 0] for i in range(len(batches))])))
+    assert len(orders) == 9

@@ -1,10 +1,11 @@
+import copy
 from pathlib import Path
 
 import pytest
 import yaml
 
 from catsdogs import params
-from conftest import ROOT
+from conftest import ROOT, VALID_PARAMS
 
 
 def raw() -> dict:
@@ -90,3 +91,31 @@ def test_missing_file_and_non_mapping(tmp_path: Path):
     (tmp_path / "params.yaml").write_text("- a list\n")
     with pytest.raises(params.ParamsError, match="expected a mapping"):
         params.load(tmp_path / "params.yaml")
+
+
+def test_malformed_yaml_names_the_line_and_column_counted_from_1(tmp_path: Path):
+    path = tmp_path / "params.yaml"
+    path.write_text("epochs: 3\nseed: 1\ndata:\n  batch_size: [1, 2\n  x: 1\n")
+    with pytest.raises(params.ParamsError) as info:
+        params.load(path)
+    assert str(info.value).startswith(f"{path}: malformed YAML at line 5, column 4: ")
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: d.update(epochs=25) or d["train"].update(warmup_epochs=24),  # warm-up may fill all but one epoch
+    lambda d: d["download"]["synthetic"].update(image_size=[16, 16]),  # the smallest allowed side
+    lambda d: d["data"].update(validation_split=0.999),
+    lambda d: d["model"].update(dropout=0.0),
+])
+def test_values_at_the_edge_of_what_is_allowed_are_accepted(change):
+    data = copy.deepcopy(VALID_PARAMS)
+    change(data)
+    params.parse(data)
+
+
+def test_several_problems_are_counted_in_the_plural():
+    data = copy.deepcopy(VALID_PARAMS)
+    data.update(epochs=0, seed=-1)
+    data["data"].update(batch_size=0)
+    with pytest.raises(params.ParamsError, match=r"\(and 2 more problems\)$"):
+        params.parse(data)

@@ -15,25 +15,11 @@ import pytest
 
 from catsdogs import dataset, errors, params, training
 from catsdogs.augment import Augment
-
-# A complete, valid params mapping written here: never the workspace's params.yaml, which a demo run edits.
-PARAMS = {
-    "epochs": 5,
-    "seed": 1337,
-    "download": {"source": "synthetic", "url": "https://example.invalid/a.zip", "size": None, "sha256": None,
-                 "timeout": 60, "retries": 5,
-                 "synthetic": {"images_per_class": 10, "image_size": [32, 48], "pathology_rate": 0.0, "seed": 0}},
-    "filter": {"method": "decode", "workers": 0, "max_pixels": 89478485},
-    "data": {"image_size": [16, 16], "validation_split": 0.2, "split": "keras", "batch_size": 4, "cache": "memory"},
-    "model": {"entry_width": 4, "block_widths": [8], "exit_width": 8, "dropout": 0.25, "bn_momentum": 0.9},
-    "train": {"backend": "tensorflow", "precision": "float32", "learning_rate": 3.0e-4, "lr_schedule": "cosine",
-              "warmup_epochs": 0, "augment": {"flip": True, "rotation": 0.1, "where": "model"},
-              "distribute": "none"},
-}
+from conftest import VALID_PARAMS
 
 
 def make_params(epochs=5, **train) -> params.Params:
-    raw = copy.deepcopy(PARAMS)
+    raw = copy.deepcopy(VALID_PARAMS)
     raw["epochs"] = epochs
     raw["train"].update(train)
     return params.parse(raw, "test params")
