@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import shlex
 import shutil
@@ -88,6 +89,14 @@ TINY_TRAINING = {
     "model": {"entry_width": 4, "block_widths": [8], "exit_width": 8, "bn_momentum": 0.9},
     "train": {"learning_rate": 1.0e-3},
 }
+
+# A complete, valid params mapping for unit tests, independent of the workspace's params.yaml (which a demo run
+# edits): never modify it, merge into a copy (copy.deepcopy).
+def params_with(overrides: dict) -> dict:
+    """The committed params with `overrides` put over them: a fresh copy, to change freely."""
+    from catsdogs.demo import merge
+
+    return merge(committed_params(), copy.deepcopy(overrides))
 
 
 def make_repo(repo: Path) -> Path:

@@ -68,3 +68,32 @@ def test_config_round_trip(rotation):
     layer = augment.Augment(flip=False, rotation=rotation, seed=9)
     clone = augment.Augment.from_config(layer.get_config())
     assert (clone.flip, clone.rotation, clone.seed) == (False, rotation, 9)
+
+
+def test_flip_is_a_fair_coin_per_image():
+    x = batch(shape=(400, 2, 3, 1))
+    out = ops.convert_to_numpy(augment.Augment(flip=True, rotation=0.0, seed=4)(x, training=True))
+    flipped = [np.array_equal(o, im[:, ::-1]) for o, im in zip(out, x)]
+    assert all(f or np.array_equal(o, im) for f, o, im in zip(flipped, out, x))
+    assert 0.42 < np.mean(flipped) < 0.58
+
+
+def test_rotation_angles_span_plus_and_minus_the_fraction_of_a_full_turn():
+    """rotation: 0.1 is up to 36 degrees either way, as Keras' RandomRotation(0.1). The angles are read where
+    the layer hands them to its rotation."""
+    layer = augment.Augment(flip=False, rotation=0.1, seed=5)
+    angles = []
+    layer._rotate = lambda images, angle: angles.append(ops.convert_to_numpy(angle)) or images
+    layer(batch(shape=(2000, 2, 2, 1)), training=True)
+    [angle] = angles
+    limit = 0.1 * 2 * math.pi
+    assert -limit <= angle.min() < -0.97 * limit and 0.97 * limit < angle.max() <= limit
+    assert abs(angle.mean()) < 0.05 * limit
+
+
+def test_cpu_augmentation_is_the_layer_rounded_to_uint8():
+    images = batch(shape=(6, 10, 10, 3)).astype(np.uint8)
+    out = augment.on_cpu(flip=True, rotation=0.1, seed=2)(images)
+    layer = ops.convert_to_numpy(augment.Augment(flip=True, rotation=0.1, seed=2)(images, training=True))
+    assert np.any(layer != np.round(layer))  # bilinear: fractions, to round and not truncate
+    assert np.array_equal(out, np.clip(np.rint(layer), 0, 255).astype(np.uint8))

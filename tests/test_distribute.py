@@ -221,7 +221,7 @@ def test_jax_two_processes_over_loopback(runs, images, jax_cache, tmp_path):
 # The pieces, without training.
 
 class FakeBatches:
-    """What `distribute.EvenBatches` uses of `dataset.Batches`: indices, batch_size, len, getitem, epochs."""
+    """What `distribute.EvenBatches` uses of `batches.Batches`: indices, batch_size, len, getitem, epochs."""
 
     def __init__(self, count: int, batch_size: int):
         self.indices, self.batch_size, self.epochs = np.arange(count), batch_size, []

@@ -313,3 +313,12 @@ def test_unsupported_scheme(paths, url):
     assert url in str(info.value)
     assert "https://" in str(info.value)
     assert not dest.exists()
+
+
+def test_retries_wait_twice_as_long_each_time(server, paths, monkeypatch):
+    dest, partial_dir = paths
+    delays = []
+    monkeypatch.setattr(time, "sleep", delays.append)
+    server.behaviour.fail_status, server.behaviour.fail_count = 503, 3
+    assert _fetch(server.url, dest, partial_dir, retries=3, backoff=0.5) == DATA_SHA
+    assert delays == [0.5, 1.0, 2.0]

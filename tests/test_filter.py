@@ -143,3 +143,40 @@ def test_list_members_sorts_images_from_the_rest(tmp_path: Path):
     assert members.images == [("PetImages/Cat/1.jpg", "Cat"), ("PetImages/Dog/2.JPG", "Dog")]
     assert dict(members.ignored) == {"PetImages/.git/3.jpg": "hidden folder",
                                      "CDLA-Permissive-2.0.pdf": "outside PetImages/<class>/"}
+
+
+def test_list_members_says_why_each_other_member_is_ignored(tmp_path: Path):
+    path = make_zip(tmp_path / "a.zip", {
+        "PetImages/Cat/1.jpg": b"x", "PetImages/Dog/1.jpg": b"y",
+        "PetImages/Cat/deeper/2.jpg": b"z", "PetImages/Cat/deeper.jpg/3.jpg": b"z", "PetImages/4.jpg": b"z",
+        "Other/Cat/5.jpg": b"z", "PetImages/Dog/notes.txt": b"t", "PetImages/.cache/6.jpg": b"z",
+        "C:/PetImages/Cat/7.jpg": b"z", "\\PetImages\\Cat\\8.jpg": b"z",
+    })
+    with archive.open_zip(path) as zf:
+        members = archive.list_members(zf)
+    assert members.images == [("PetImages/Cat/1.jpg", "Cat"), ("PetImages/Dog/1.jpg", "Dog")]
+    outside = "outside PetImages/<class>/"
+    assert dict(members.ignored) == {
+        "PetImages/Cat/deeper/2.jpg": outside, "PetImages/Cat/deeper.jpg/3.jpg": outside,
+        "PetImages/4.jpg": outside, "Other/Cat/5.jpg": outside, "PetImages/Dog/notes.txt": "not an image file name",
+        "PetImages/.cache/6.jpg": "hidden folder", "C:/PetImages/Cat/7.jpg": "absolute path",
+        "\\PetImages\\Cat\\8.jpg": "absolute path",
+    }
+
+
+def test_summarize_counts_every_field():
+    results = [("PetImages/Cat/0.jpg", "Cat", None), ("PetImages/Cat/1.jpg", "Cat", "empty"),
+               ("PetImages/Dog/0.jpg", "Dog", None), ("PetImages/Dog/1.jpg", "Dog", None),
+               ("PetImages/Dog/2.jpg", "Dog", "truncated"), ("PetImages/Dog/3.jpg", "Dog", "truncated"),
+               ("PetImages/Emu/0.jpg", "Emu", "corrupt")]
+    ignored = [("readme[1].txt", "outside PetImages/<class>/"), ("PetImages/Cat/Thumbs.db", "not an image file name")]
+    assert filter_stage.summarize(results, ignored, "decode", 1.234) == {
+        "method": "decode", "images": 7, "kept": 3, "dropped": 4,
+        "kept_per_class": {"Cat": 1, "Dog": 2, "Emu": 0},  # a class with nothing kept is listed, with 0
+        "dropped_per_reason": {"empty": 1, "not_an_image": 0, "corrupt": 1, "truncated": 2, "too_large": 0},
+        "ignored_members": 2, "seconds": 1.23, "images_per_second": 5.7,  # 7 checked in 1.234 s
+    }
+    jfif = filter_stage.summarize([("PetImages/Cat/0.jpg", "Cat", "no_jfif"), ("PetImages/Dog/0.jpg", "Dog", None)],
+                                  [], "jfif", 0.0)
+    assert jfif["dropped_per_reason"] == {"no_jfif": 1} and jfif["kept_per_class"] == {"Cat": 0, "Dog": 1}
+    assert jfif["images_per_second"] is None and jfif["seconds"] == 0.0

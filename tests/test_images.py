@@ -87,3 +87,25 @@ def test_index_lists_classes_and_image_files_like_keras(tmp_path: Path):
     assert names == ["Cat", "Dog"]
     assert paths == ["Cat/10.jpg", "Cat/2.jpg", "Cat/a.PNG", "Dog/1.jpeg", "Dog/sub/3.jpg"]
     assert labels.tolist() == [0, 0, 0, 1, 1]
+
+
+def test_the_pixel_limit_itself_is_allowed():
+    png = encode("PNG", size=(100, 80))
+    assert images.check(png, "decode", max_pixels=8000) is None
+    assert images.check(png, "decode", max_pixels=7999) == "too_large"
+
+
+def test_jfif_anywhere_in_the_window_up_to_its_last_byte():
+    assert images.check(bytes(4092) + b"JFIF", "jfif", BIG) is None  # its last byte is the 4,096th
+    assert images.check(bytes(4093) + b"JFIF", "jfif", BIG) == "no_jfif"
+
+
+def test_decode_resizes_with_bilinear_filtering():
+    """A one-pixel checkerboard halved is a flat mid-grey with bilinear filtering (as Keras resizes); nearest
+    neighbour would keep only the black or only the white pixels."""
+    board = (np.indices((64, 48)).sum(axis=0) % 2 * 254).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(board).convert("RGB").save(buffer, "PNG")
+    array = images.decode(buffer.getvalue(), (32, 24))
+    assert array.shape == (32, 24, 3)
+    assert np.abs(array.astype(int) - 127).max() <= 4  # the corners differ by a few levels

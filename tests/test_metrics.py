@@ -50,3 +50,36 @@ def test_classification_summary_for_three_classes_is_macro_averaged():
     assert summary["accuracy"] == 0.75
     assert summary["per_class_accuracy"] == {"a": 1.0, "b": 1.0, "c": 0.5}
     assert summary["recall"] == pytest.approx(2.5 / 3, abs=1e-6)
+
+
+def test_roc_curve_of_a_small_case_with_ties_point_by_point():
+    # scores 0.9 (dog), 0.8 (dog), 0.8 (cat), 0.3 (cat), 0.3 (dog): the tied scores move together
+    positive = np.array([1, 1, 0, 0, 1])
+    fpr, tpr, thresholds = metrics.roc_curve(positive, np.array([0.9, 0.8, 0.8, 0.3, 0.3]))
+    assert thresholds.tolist() == [np.inf, 0.9, 0.8, 0.3]
+    np.testing.assert_allclose(fpr, [0, 0, 1 / 2, 1])
+    np.testing.assert_allclose(tpr, [0, 1 / 3, 2 / 3, 1])
+
+
+def test_auc_of_a_small_case_by_hand():
+    # positives 0.9, 0.8, 0.3; negatives 0.8, 0.3: pairs won 2 + (1 + 0.5) + (0 + 0.5) = 4 of 6
+    assert metrics.roc_auc(np.array([1, 1, 0, 0, 1]), np.array([0.9, 0.8, 0.8, 0.3, 0.3])) == pytest.approx(4 / 6)
+    assert np.isnan(metrics.roc_auc(np.array([1, 1]), np.array([0.2, 0.4])))
+
+
+def test_two_class_roc_auc_is_that_of_the_dog_probability():
+    labels = np.array([0, 0, 0, 1, 1, 1, 1, 1])
+    p_dog = np.array([0.1, 0.2, 0.7, 0.9, 0.8, 0.6, 0.4, 0.3])
+    # each dog against each cat: 0.9, 0.8 beat all 3; 0.6, 0.4, 0.3 beat 2 (not 0.7): 12 of 15 pairs
+    summary = metrics.classification(labels, np.stack([1 - p_dog, p_dog], axis=1), ["Cat", "Dog"])
+    assert summary["roc_auc"] == pytest.approx(12 / 15, abs=1e-6)
+
+
+def test_macro_roc_auc_skips_a_class_absent_from_the_labels():
+    labels = np.array([0, 1, 1, 0])  # no image of class c: its AUC is undefined, not 0 and not NaN overall
+    probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.5, 0.4, 0.1], [0.1, 0.5, 0.4]])
+    # a: positives 0.6, 0.1 vs negatives 0.2, 0.5 -> 2 of 4 pairs; b: 0.7, 0.4 vs 0.3, 0.5 -> 3 of 4
+    summary = metrics.classification(labels, probs, ["a", "b", "c"])
+    assert summary["roc_auc"] == pytest.approx((2 / 4 + 3 / 4) / 2, abs=1e-6)
+    assert summary["per_class_accuracy"] == {"a": 0.5, "b": 0.5, "c": 0.0}
+    assert summary["accuracy"] == 0.5

@@ -1,11 +1,13 @@
 """The model builder: the tutorial's architecture with its widths as params."""
 
+import json
 import subprocess
 import sys
 from types import SimpleNamespace
 
 import keras
 import numpy as np
+import pytest
 
 from catsdogs import model as model_lib
 from conftest import ENV, ROOT
@@ -94,3 +96,52 @@ print("trained")
     for _ in range(2):
         result = subprocess.run([sys.executable, "-c", program], env=ENV, cwd=ROOT, capture_output=True, text=True)
         assert result.returncode == 0 and "trained" in result.stdout, result.stderr[-2000:]
+
+
+def test_probabilities_of_known_logits():
+    """One logit is p(class 1) = sigmoid(logit), class 0 first; more logits are a softmax, in class order."""
+    two = model_lib.probabilities(np.array([[np.log(3.0)], [-np.log(3.0)], [0.0], [40.0], [-40.0]]))
+    np.testing.assert_allclose(two, [[0.25, 0.75], [0.75, 0.25], [0.5, 0.5], [0.0, 1.0], [1.0, 0.0]], atol=1e-12)
+    three = model_lib.probabilities(np.log([[1.0, 2.0, 5.0], [5.0, 2.0, 1.0], [1e-300, 1.0, 1.0]]) + [[0.0], [700.0], [3.0]])
+    np.testing.assert_allclose(three, [[0.125, 0.25, 0.625], [0.625, 0.25, 0.125], [0.0, 0.5, 0.5]], atol=1e-12)
+
+
+def test_class_names_must_match_the_model_outputs(tmp_path):
+    from catsdogs.errors import UserError
+
+    def model_with(units):
+        inputs = keras.Input((4,))
+        return keras.Model(inputs, keras.layers.Dense(units)(inputs))
+
+    path = tmp_path / "classes.json"
+    for names, units in ((["Cat", "Dog"], 1), (["a", "b", "c"], 3)):
+        path.write_text(json.dumps(names))
+        assert model_lib.load_classes(path, model_with(units)) == names
+    for names, units in ((["Cat"], 1), (["Cat", "Dog"], 2), (["a", "b", "c"], 1), ("Cat", 1), (["Cat", 2], 1)):
+        path.write_text(json.dumps(names))
+        with pytest.raises(UserError, match=r"does not match the model's \d output"):
+            model_lib.load_classes(path, model_with(units))
+
+
+def test_accuracy_counts_a_logit_above_0_as_class_1():
+    """Logit 0 is probability 0.5: a logit of 0.3 (p = 0.57) is a dog, and is counted as right.
+    The tutorial's BinaryAccuracy() would count a dog only above a logit of 0.5."""
+    inputs = keras.Input((1,))
+    dense = keras.layers.Dense(1)
+    model = keras.Model(inputs, dense(inputs))
+    dense.set_weights([np.array([[1.0]]), np.array([0.0])])  # the logit is the input
+    model_lib.compile_for(model, 2, 1e-3)
+    logits = np.array([[0.3], [0.1], [-0.2], [-0.4], [0.7], [-0.05]], dtype="float32")
+    labels = np.array([1, 1, 0, 0, 0, 1])  # the last two wrong: 4 of 6 right
+    _, accuracy = model.evaluate(logits, labels, verbose=0)
+    assert accuracy == pytest.approx(4 / 6)
+
+
+def test_images_are_scaled_to_0_1_inside_the_model():
+    model = model_lib.build((8, 8), 2, SimpleNamespace(entry_width=4, block_widths=[8], exit_width=8, dropout=0.1,
+                                                       bn_momentum=0.9), AUGMENT, seed=1)
+    [rescaling] = layers_of(model, keras.layers.Rescaling)
+    scaled = keras.Model(model.input, rescaling.output)
+    x = np.stack([np.full((8, 8, 3), v, dtype=np.uint8) for v in (0, 51, 255)])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(scaled(x, training=False))[:, 0, 0, 0], [0.0, 0.2, 1.0],
+                               rtol=1e-6)

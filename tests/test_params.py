@@ -1,3 +1,4 @@
+import copy
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,31 @@ def test_max_pixels_defaults_to_pillows_own_limit():
 
     assert params.parse(raw()).filter.max_pixels is None
     assert images.MAX_PIXELS == 89_478_485  # what the docs quote
+
+
+def test_malformed_yaml_names_the_line_and_column_counted_from_1(tmp_path: Path):
+    path = tmp_path / "params.yaml"
+    path.write_text("epochs: 3\nseed: 1\ndata:\n  batch_size: [1, 2\n  x: 1\n")
+    with pytest.raises(params.ParamsError) as info:
+        params.load(path)
+    assert str(info.value).startswith(f"{path}: malformed YAML at line 5, column 4: ")
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: d.update(epochs=25) or d["train"].update(warmup_epochs=24),  # warm-up may fill all but one epoch
+    lambda d: d["download"]["synthetic"].update(side_range=[16, 16]),  # the smallest allowed side
+    lambda d: d["data"].update(validation_split=0.999),
+    lambda d: d["model"].update(dropout=0.0),
+])
+def test_values_at_the_edge_of_what_is_allowed_are_accepted(change):
+    data = committed_params()
+    change(data)
+    params.parse(data)
+
+
+def test_several_problems_are_counted_in_the_plural():
+    data = committed_params()
+    data.update(epochs=0, seed=-1)
+    data["data"].update(batch_size=0)
+    with pytest.raises(params.ParamsError, match=r"\(and 2 more problems\)$"):
+        params.parse(data)

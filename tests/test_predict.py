@@ -144,3 +144,106 @@ def test_folder_of_odd_files_reports_each_and_predicts_the_good_ones(trained, tm
     assert f"{folder / 'e_text.jpg'}: skipped: not_an_image" in err
     assert f"{folder / 'f_pipe.jpg'}: skipped: not a regular file" in err
     assert "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pinned values: models of stock layers whose outputs are known, so the mapping from outputs to class names
+# is checked number by number (a swap of the classes keeps every sentence's shape and its sum at 100%).
+
+LOG3 = float(np.log(3.0))
+
+
+def known_model(folder, logits_black, logits_white, class_names):
+    """uint8 image -> Rescaling -> GlobalAveragePooling2D -> Dense: an image of one grey level g (0-255) gets
+    the logits logits_black + (logits_white - logits_black) * g / 255, exactly (up to float32)."""
+    import keras
+
+    black, white = np.asarray(logits_black, dtype="float64"), np.asarray(logits_white, dtype="float64")
+    inputs = keras.Input((8, 8, 3), dtype="uint8")
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
+    dense = keras.layers.Dense(len(black))
+    model = keras.Model(inputs, dense(x))
+    dense.set_weights([np.tile((white - black) / 3, (3, 1)), black])  # three channels of 1.0 add up to white
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save(folder / "model.keras")
+    (folder / "classes.json").write_text(json.dumps(class_names))
+    return folder
+
+
+def flat(path, level, fmt, size=(30, 20)):
+    Image.new("RGB", size, (level, level, level)).save(path, fmt)
+    return path
+
+
+@pytest.fixture(scope="module")
+def binary(tmp_path_factory):
+    """Two classes, one logit: white -> log(3) (p(Dog) = 0.75), black -> -log(3) (p(Dog) = 0.25)."""
+    return known_model(tmp_path_factory.mktemp("binary"), [-LOG3], [LOG3], ["Cat", "Dog"])
+
+
+def test_a_known_logit_gives_the_exact_sentence_with_cat_and_dog_in_their_places(binary, tmp_path, capsys):
+    white, black = flat(tmp_path / "white.png", 255, "PNG"), flat(tmp_path / "black.jpg", 0, "JPEG")
+    white_jpeg = flat(tmp_path / "white.jpg", 255, "JPEG", size=(13, 41))
+    code, out, err = predict(binary, white, black, white_jpeg, capsys=capsys)
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        f"{white}: This image is 25.00% cat and 75.00% dog.",
+        f"{black}: This image is 75.00% cat and 25.00% dog.",
+        f"{white_jpeg}: This image is 25.00% cat and 75.00% dog.",
+    ]
+
+
+def test_a_known_logit_gives_the_exact_probabilities_in_json(binary, tmp_path, capsys):
+    white, black = flat(tmp_path / "white.png", 255, "PNG"), flat(tmp_path / "black.png", 0, "PNG")
+    grey = flat(tmp_path / "grey.png", 51, "PNG")  # logit -log(3) + 2 log(3) / 5
+    code, out, _ = predict(binary, "--json", white, black, grey, capsys=capsys)
+    assert code == 0
+    p_grey = 1 / (1 + np.exp(LOG3 - 2 * LOG3 * 51 / 255))
+    assert json.loads(out) == [
+        {"path": str(white), "predicted": "Dog", "probabilities": {"Cat": 0.25, "Dog": 0.75}},
+        {"path": str(black), "predicted": "Cat", "probabilities": {"Cat": 0.75, "Dog": 0.25}},
+        {"path": str(grey), "predicted": "Cat",
+         "probabilities": {"Cat": pytest.approx(1 - p_grey, abs=2e-6), "Dog": pytest.approx(p_grey, abs=2e-6)}},
+    ]
+
+
+def test_a_folder_is_predicted_in_sorted_order_with_each_file_its_own_probabilities(binary, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    (folder / "b").mkdir(parents=True)
+    flat(folder / "b" / "a_white.png", 255, "PNG")
+    flat(folder / "a_black.png", 0, "PNG")
+    flat(folder / "c_white.jpg", 255, "JPEG")
+    (folder / "b" / "broken.jpg").write_bytes(b"")
+    code, out, err = predict(binary, "--json", folder, capsys=capsys)
+    assert code == 2 and err == f"{folder / 'b' / 'broken.jpg'}: skipped: empty: zero-byte file\n"
+    assert [(r["path"], r.get("probabilities")) for r in json.loads(out)] == [
+        (str(folder / "a_black.png"), {"Cat": 0.75, "Dog": 0.25}),
+        (str(folder / "b" / "a_white.png"), {"Cat": 0.25, "Dog": 0.75}),
+        (str(folder / "b" / "broken.jpg"), None),
+        (str(folder / "c_white.jpg"), {"Cat": 0.25, "Dog": 0.75}),
+    ]
+
+
+def test_three_classes_get_the_softmax_of_known_logits_in_class_order(tmp_path, capsys):
+    # white: logits (0, log 2, log 5) -> (1, 2, 5) / 8; black: (log 5, log 2, 0) -> (5, 2, 1) / 8
+    three = known_model(tmp_path / "three", np.log([5.0, 2.0, 1.0]), np.log([1.0, 2.0, 5.0]),
+                        ["Bird", "Cat", "Dog"])
+    white, black = flat(tmp_path / "white.png", 255, "PNG"), flat(tmp_path / "black.png", 0, "PNG")
+    code, out, _ = predict(three, white, black, capsys=capsys)
+    assert code == 0
+    assert out.splitlines() == [f"{white}: This image is 12.50% bird, 25.00% cat and 62.50% dog.",
+                                f"{black}: This image is 62.50% bird, 25.00% cat and 12.50% dog."]
+    code, out, _ = predict(three, "--json", white, black, capsys=capsys)
+    assert json.loads(out) == [
+        {"path": str(white), "predicted": "Dog", "probabilities": {"Bird": 0.125, "Cat": 0.25, "Dog": 0.625}},
+        {"path": str(black), "predicted": "Bird", "probabilities": {"Bird": 0.625, "Cat": 0.25, "Dog": 0.125}},
+    ]
+
+
+def test_class_names_that_do_not_match_the_outputs_are_refused(binary, tmp_path, capsys):
+    (tmp_path / "model.keras").write_bytes((binary / "model.keras").read_bytes())
+    (tmp_path / "classes.json").write_text('["Bird", "Cat", "Dog"]')  # one logit is two classes, not three
+    code, _, err = predict(tmp_path, flat(tmp_path / "white.png", 255, "PNG"), capsys=capsys)
+    assert code == 2
+    assert err == (f"error: {tmp_path / 'classes.json'}: ['Bird', 'Cat', 'Dog'] does not match the model's "
+                   "1 output(s)\n")

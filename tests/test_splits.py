@@ -1,5 +1,6 @@
 """The split: the tutorial's subsets file for file, the stable hash split, and the split file."""
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -90,3 +91,17 @@ def test_an_empty_subset_is_refused():
         splits.keras_holdout(["a", "b"], 0.2)
     with pytest.raises(UserError, match="empty subset"):
         splits.hash_holdout(["a", "b"], 0.01)
+
+
+def test_hash_split_puts_exactly_the_images_hashed_below_the_fraction_in_validation(tmp_path):
+    for cls in ("Cat", "Dog"):
+        (tmp_path / "img" / cls).mkdir(parents=True)
+        for i in range(150):
+            (tmp_path / "img" / cls / f"{i}.jpg").write_bytes(b"")  # the split reads names only
+    data = splits.assign(tmp_path / "img", 0.2, seed=1, method="hash")
+    # the fraction of a path: the first 8 bytes of its SHA-256, as a big-endian number, over 2**64
+    fraction = {p: int(hashlib.sha256(p.encode()).hexdigest()[:16], 16) / 2**64 for p in data.paths}
+    assert splits.stable_fraction("Cat/0.jpg") == fraction["Cat/0.jpg"]
+    assert {data.paths[i] for i in data.val} == {p for p in data.paths if fraction[p] < 0.2}
+    assert sorted([*data.train, *data.val]) == list(range(300))
+    assert 0.15 < len(data.val) / 300 < 0.25

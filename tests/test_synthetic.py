@@ -167,7 +167,8 @@ def test_normal_images_pass_both_checks(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "images_per_class, pathology_rate", [(1, 0.0), (1, 0.5), (7, 0.3), (100, 0.06), (500, 0.01), (200, 0.99)]
+    "images_per_class, pathology_rate",
+    [(1, 0.0), (1, 0.5), (7, 0.3), (10, 0.14), (100, 0.06), (500, 0.01), (200, 0.99)],  # 10, 0.14: 2.8 files
 )
 def test_plan_rate_spread_and_kinds(images_per_class, pathology_rate):
     args = dict(images_per_class=images_per_class, side_range=[32, 32], pathology_rate=pathology_rate)
@@ -261,3 +262,30 @@ def test_figure_area_is_balanced():
     assert abs(cat - dog) / cat < 0.01
     values = areas[0] + areas[1]
     assert _best_threshold_accuracy(values, [0] * 400 + [1] * 400) < 0.6
+
+
+def test_cats_have_ears_standing_above_the_head_and_dogs_hanging_below_its_top():
+    """The one difference between the classes, in head units (y down): label 0, Cat, pointed ears above the
+    head; label 1, Dog, ears hanging at the sides, below the top of the head."""
+    for index in range(50):
+        for label in (0, 1):
+            head, *ears = synthetic._figure(np.random.default_rng([label, index]), label)[0]
+            head_top = head[:, 1].min()
+            ears_top = min(ear[:, 1].min() for ear in ears)
+            if label == 0:
+                assert ears_top < head_top - 0.5, index
+                assert all(len(ear) == 3 for ear in ears)  # triangles
+            else:
+                assert ears_top > head_top, index
+
+
+def test_each_member_is_drawn_from_its_own_stream_with_its_own_class(small):
+    """Member PetImages/<class>/<i>.jpg is image i of that class, from the stream (seed, 1, label, i) alone."""
+    path, odd = small
+    members = _members(path)
+    low, high = SMALL["side_range"]
+    for label, cls in enumerate(synthetic.CLASSES):
+        for index in range(0, SMALL["images_per_class"], 7):
+            name = f"PetImages/{cls}/{index}.jpg"
+            rng = np.random.default_rng([SMALL["seed"], 1, label, index])
+            assert members[name] == synthetic._class_file(rng, label, low, high, odd.get(name)), name

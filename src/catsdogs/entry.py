@@ -50,7 +50,7 @@ def run_main(main):
             signal.signal(signal.SIGINT, _on_sigint)
             sys.unraisablehook = _unraisable
         try:
-            return main(argv)
+            return main() if argv is None else main(argv)
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None

@@ -1,0 +1,124 @@
+"""catsdogs.cli, the `catsdogs` command: its arguments, what each command is given, and its exit codes.
+
+What predict prints for each image is pinned in test_predict.py; here, what reaches it and how the process
+ends, in this process and as a real `python -m catsdogs.cli` process.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from catsdogs import cli
+from conftest import ENV, ROOT
+
+CHILD_ENV = dict(ENV, PYTHONPATH=str(ROOT / "src"))
+
+
+def run_cli(*argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """Stock layers only: the logit is 2 x (mean brightness) - 1, so white is Dog and black is Cat."""
+    import keras
+
+    folder = tmp_path_factory.mktemp("cli_model")
+    inputs = keras.Input((8, 8, 3), dtype="uint8")
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
+    dense = keras.layers.Dense(1)
+    m = keras.Model(inputs, dense(x))
+    dense.set_weights([np.full((3, 1), 2 / 3), np.array([-1.0])])
+    m.save(folder / "model.keras")
+    (folder / "classes.json").write_text('["Cat", "Dog"]')
+    return folder
+
+
+def image(path, level=255):
+    Image.new("RGB", (12, 10), (level,) * 3).save(path)
+    return path
+
+
+@pytest.mark.parametrize("argv", [[], ["predict"], ["fly"], ["predict", "--colour", "x.jpg"],
+                                  ["demo", "--config"]])
+def test_bad_arguments_are_usage_errors_with_exit_code_2(argv, capsys):
+    code, out, err = run_cli(*argv, capsys=capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("usage: catsdogs") and "error: " in err
+
+
+@pytest.mark.parametrize("argv, shown", [(["--help"], "{predict,demo}"), (["predict", "--help"], "--classes"),
+                                         (["demo", "--help"], "--config")])
+def test_help_exits_0(argv, shown, capsys):
+    code, out, _ = run_cli(*argv, capsys=capsys)
+    assert code == 0 and out.startswith("usage: catsdogs") and shown in out
+
+
+def test_predict_defaults_to_the_train_stage_outputs(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr("catsdogs.predict.predict", lambda *args: calls.append(args) or [])
+    assert run_cli("predict", "a.jpg", "folder", capsys=capsys) == (0, "", "")
+    assert calls == [(["a.jpg", "folder"], "models/model.keras", "models/classes.json")]
+    run_cli("predict", "--model", "m.keras", "--classes", "c.json", "b.png", capsys=capsys)
+    assert calls[-1] == (["b.png"], "m.keras", "c.json")
+
+
+def test_demo_gets_its_config_and_the_dvc_arguments_after_the_double_dash(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr("catsdogs.demo.run", lambda config, extra: calls.append((config, extra)) or 7)
+    assert run_cli("demo", capsys=capsys)[0] == 7  # dvc's exit code is the command's
+    assert run_cli("demo", "--config", "my.yaml", "--", "-S", "epochs=1", "--temp", capsys=capsys)[0] == 7
+    assert calls[0] == ("configs/demo.yaml", [])
+    assert calls[1][0] == "my.yaml" and [a for a in calls[1][1] if a != "--"] == ["-S", "epochs=1", "--temp"]
+
+
+def test_demo_with_a_missing_config_is_one_line_and_exit_code_2(tmp_path, capsys):
+    code, out, err = run_cli("demo", "--config", tmp_path / "none.yaml", capsys=capsys)
+    assert (code, out) == (2, "")
+    assert err == f"error: {tmp_path / 'none.yaml'}: demo configuration not found (run from the repository root)\n"
+
+
+def test_predict_exit_codes_follow_the_files(model, tmp_path, capsys):
+    good, bad = image(tmp_path / "good.png"), tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    options = ["predict", "--model", model / "model.keras", "--classes", model / "classes.json"]
+
+    code, out, err = run_cli(*options, good, capsys=capsys)
+    assert (code, err) == (0, "") and out == f"{good}: This image is 26.89% cat and 73.11% dog.\n"
+
+    code, out, err = run_cli(*options, bad, good, capsys=capsys)  # one bad file: 2, and the rest still predicted
+    assert code == 2 and out == f"{good}: This image is 26.89% cat and 73.11% dog.\n"
+    assert err == f"{bad}: skipped: not_an_image: {'no known image signature and no decoder recognises it'}\n"
+
+    code, out, err = run_cli(*options, "--json", bad, good, capsys=capsys)  # JSON on stdout, errors on stderr
+    assert code == 2 and err.startswith(f"{bad}: skipped: not_an_image")
+    assert json.loads(out) == [
+        {"path": str(bad), "error": "not_an_image: no known image signature and no decoder recognises it"},
+        {"path": str(good), "predicted": "Dog", "probabilities": {"Cat": 0.268941, "Dog": 0.731059}}]
+
+    code, out, err = run_cli(*options, tmp_path / "missing.jpg", good, capsys=capsys)  # stops before predicting
+    assert (code, out) == (2, "") and err == f"error: {tmp_path / 'missing.jpg'}: no such file or folder\n"
+
+
+def test_the_real_command_prints_and_exits_like_main(model, tmp_path):
+    good = image(tmp_path / "black.png", level=0)
+    command = [sys.executable, "-m", "catsdogs.cli", "predict", "--model", str(model / "model.keras"),
+               "--classes", str(model / "classes.json")]
+    result = subprocess.run([*command, str(good)], env=CHILD_ENV, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{good}: This image is 73.11% cat and 26.89% dog.\n"
+    # a user's mistake: exit code 2 and one line (the demo command fails before importing Keras: fast)
+    result = subprocess.run([sys.executable, "-m", "catsdogs.cli", "demo", "--config", "none.yaml"], env=CHILD_ENV,
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == "error: none.yaml: demo configuration not found (run from the repository root)\n"
