@@ -17,7 +17,7 @@ import shutil
 import statistics
 from pathlib import Path
 
-from catsdogs import atomic, backend, imagecache, params, splits
+from catsdogs import atomic, backend, compat, imagecache, params, splits
 from catsdogs.entry import run_main
 from catsdogs.errors import UserError
 
@@ -34,6 +34,7 @@ def main(argv=None) -> None:
         raise UserError(f"{args.data}: cleaned image folder not found (run the filter stage first)")
     atomic.remove_leftovers(*(getattr(args, name) for name in OUTPUTS))
     backend.select(p.train.backend, jax_cache=args.jax_cache)
+    compat.check_keras(p.train.backend)  # the Keras internals that distribute patches are the verified ones
     import keras
 
     from catsdogs import distribute, training
