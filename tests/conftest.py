@@ -119,3 +119,17 @@ def make_repo(repo: Path) -> Path:
 @pytest.fixture
 def repo(tmp_path) -> Path:
     return make_repo(tmp_path / "repo")
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """A cleaned image folder: 13 cats and 11 dogs, random 20x30 JPEGs."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls, n in (("Cat", 13), ("Dog", 11)):
+        (tmp_path / "img" / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(tmp_path / "img" / cls / f"{i}.jpg")
+    return tmp_path / "img"

@@ -13,7 +13,7 @@ from PIL import Image
 
 from catsdogs import archive
 from catsdogs.stages import filter as filter_stage
-from conftest import COMMITTED_PARAMS_TEXT, ROOT
+from conftest import COMMITTED_PARAMS_TEXT
 
 
 def jpeg(seed: int, **kwargs) -> bytes:

@@ -3,23 +3,11 @@ or the cache file is damaged."""
 
 import logging
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from catsdogs import imagecache, images, splits
-
-
-@pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    rng = np.random.default_rng(0)
-    for cls, n in (("Cat", 13), ("Dog", 11)):
-        (tmp_path / "img" / cls).mkdir(parents=True)
-        for i in range(n):
-            Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(tmp_path / "img" / cls / f"{i}.jpg")
-    return tmp_path / "img"
 
 
 def test_images_are_decoded_once_and_the_cache_follows_the_data(folder, tmp_path):

@@ -6,7 +6,6 @@ import pytest
 from PIL import Image
 
 from catsdogs import images
-from catsdogs.errors import UserError
 
 BIG = 89_478_485
 

@@ -6,21 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from catsdogs import images, splits
 from catsdogs.errors import UserError
 from test_images import write_folder
-
-
-@pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    rng = np.random.default_rng(0)
-    for cls, n in (("Cat", 13), ("Dog", 11)):
-        (tmp_path / "img" / cls).mkdir(parents=True)
-        for i in range(n):
-            Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(tmp_path / "img" / cls / f"{i}.jpg")
-    return tmp_path / "img"
 
 
 def test_split_holds_keras_subsets_as_indices_into_sorted_paths(folder):
