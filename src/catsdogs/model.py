@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import keras
@@ -99,6 +100,40 @@ def build(image_size, num_classes: int, model_params, augment_params, seed: int,
     # Logits, in float32 even under mixed precision
     outputs = layers.Dense(units, activation=None, dtype="float32", name="logits")(x)
     return keras.Model(inputs, outputs, name="xception_small")
+
+
+def inference_model(trained: keras.Model) -> keras.Model:
+    """The trained model's inference graph, in stock Keras layers with float32 weights and policy: what
+    every `.keras` file of the pipeline holds, so that plain Keras loads it (safe mode on, this project
+    never imported) on any backend.
+
+    The same layers with the same names and weights (cast to float32), except: no augmentation (training
+    only, as in the tutorial's option 2), Keras' own BatchNormalization in place of the fused one (the
+    same computation at inference), and a float32 policy whatever the training precision (bfloat16 runs
+    at half speed on CPUs). The training model, its fast layers and its optimizer stay in the train
+    stage and its resume state.
+    """
+    def clone(layer):
+        stock = layers.BatchNormalization if isinstance(layer, FusedBatchNormalization) else type(layer)
+        return stock.from_config({**layer.get_config(), "dtype": "float32"})
+
+    def call(layer, *args, **kwargs):
+        return args[0] if isinstance(layer, Augment) else layer(*args, **kwargs)
+
+    # Building layers draws Python's random numbers for their (unused) initializers: put them back, so that
+    # saving a checkpoint changes nothing in the training run (a resumed run must repeat it exactly).
+    state, policy = random.getstate(), keras.mixed_precision.global_policy()
+    try:
+        keras.mixed_precision.set_global_policy("float32")
+        model = keras.models.clone_model(trained, clone_function=clone, call_function=call)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+        random.setstate(state)
+    for layer in model.layers:
+        layer.set_weights([np.asarray(w, dtype=np.float32) for w in trained.get_layer(layer.name).get_weights()])
+    custom = [layer.name for layer in model.layers if type(layer).__module__.startswith("catsdogs")]
+    assert not custom, f"layers of this project left in the inference model: {custom}"
+    return model
 
 
 def compile_for(model: keras.Model, num_classes: int, learning_rate) -> None:
