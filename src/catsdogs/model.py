@@ -10,6 +10,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from catsdogs import exports
 from catsdogs.augment import Augment
 from catsdogs.errors import UserError
 
@@ -136,6 +137,17 @@ def inference_model(trained: keras.Model) -> keras.Model:
     return model
 
 
+def with_probabilities(model: keras.Model) -> keras.Model:
+    """`model` ending in class probabilities instead of logits, in stock layers: what the SavedModel and
+    the ONNX file serve (`probabilities()` computes the same from the logits)."""
+    inputs = keras.Input(model.input_shape[1:], dtype="uint8", name="image")
+    logits = model(inputs)
+    if model.output_shape[-1] == 1:
+        second = layers.Activation("sigmoid")(logits)
+        return keras.Model(inputs, layers.Concatenate()([layers.Rescaling(-1.0, offset=1.0)(second), second]))
+    return keras.Model(inputs, layers.Softmax()(logits))
+
+
 def compile_for(model: keras.Model, num_classes: int, learning_rate) -> None:
     """The tutorial's loss and metric ("acc") for two classes; their sparse softmax versions for more.
 
@@ -176,15 +188,5 @@ def load(path) -> keras.Model:
 
 def load_classes(path, model: keras.Model) -> list[str]:
     """The class names saved by the train stage, checked against the model's output."""
-    path = Path(path)
-    try:
-        names = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: class names not found (the train stage writes them beside the model)") from None
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: unreadable class names ({exc})") from None
     units = model.output_shape[-1]
-    if not (isinstance(names, list) and all(isinstance(n, str) for n in names) and len(names) >= 2
-            and units == (1 if len(names) == 2 else len(names))):
-        raise UserError(f"{path}: {names!r} does not match the model's {units} output(s)")
-    return names
+    return exports.read_class_names(path, 2 if units == 1 else units, "the model")
