@@ -167,7 +167,8 @@ def _savedmodel(path: Path) -> Runner:
     except ImportError:
         raise UserError(f"{path}: reading a SavedModel needs {NEEDS['savedmodel']}") from None
     try:
-        serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+        loaded = tf.saved_model.load(str(path))  # kept referenced: the function needs its variables
+        serve = loaded.signatures["serving_default"]
         (name, spec), = serve.structured_input_signature[1].items()
         (output, out_spec), = serve.structured_outputs.items()
     except Exception as exc:  # noqa: BLE001 - TensorFlow raises many kinds of errors for a bad folder
@@ -176,7 +177,7 @@ def _savedmodel(path: Path) -> Runner:
     if spec.dtype != tf.uint8 or len(shape) != 4 or None in shape[1:] or shape[3] != 3:
         raise UserError(f"{path}: its serving function takes {spec.dtype.name} {shape}, not uint8 RGB images")
     return Runner(path, "savedmodel", shape[1:3], int(out_spec.shape[-1]),
-                  lambda batch: serve(**{name: tf.constant(batch)})[output].numpy())
+                  lambda batch, keep=loaded: serve(**{name: tf.constant(batch)})[output].numpy())
 
 
 def _onnx(path: Path) -> Runner:
