@@ -67,7 +67,7 @@ def test_predict_defaults_to_the_train_stage_outputs(monkeypatch, capsys):
     calls = []
     monkeypatch.setattr("catsdogs.predict.predict", lambda *args: calls.append(args) or [])
     assert run_cli("predict", "a.jpg", "folder", capsys=capsys) == (0, "", "")
-    assert calls == [(["a.jpg", "folder"], "models/model.keras", "models/classes.json")]
+    assert calls == [(["a.jpg", "folder"], "models/model.keras", None)]  # class names: beside the model
     run_cli("predict", "--model", "m.keras", "--classes", "c.json", "b.png", capsys=capsys)
     assert calls[-1] == (["b.png"], "m.keras", "c.json")
 

@@ -71,13 +71,13 @@ def test_a_missing_patched_internal_is_the_error(monkeypatch, tensorflow_keras, 
 
 
 def test_the_range_is_read_from_installed_metadata(monkeypatch, tmp_path):
-    """From real package metadata: the keras requirement without a marker, not an extra's."""
+    """From real package metadata: the keras requirement of the pipeline extra, not another extra's."""
     info = tmp_path / "example-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: example\nVersion: 1.0\n"
                                    "Requires-Dist: numpy>=1.26\n"
                                    'Requires-Dist: keras>=3.20; extra == "other"\n'
-                                   "Requires-Dist: keras<3.16,>=3.10\n")
+                                   'Requires-Dist: keras<3.16,>=3.10; extra == "pipeline"\n')
     monkeypatch.syspath_prepend(str(tmp_path))
     assert compat.verified_range("example") == RANGE
     assert compat.describe(compat.verified_range("example")) == ">=3.10,<3.16"
@@ -91,7 +91,7 @@ def test_an_uninstalled_project_is_a_user_error():
 def test_pyproject_bounds_keras_and_the_lock_is_inside():
     """The range must have an upper bound to mean anything, and the locked Keras must lie in it."""
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"][compat.EXTRA]
     keras = next(Requirement(line) for line in declared if Requirement(line).name == "keras")
     assert any(spec.operator in ("<", "<=", "==", "~=") for spec in keras.specifier)
     pins = [line.split("==")[1].split()[0] for line in (ROOT / "requirements.lock").read_text().splitlines()

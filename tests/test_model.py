@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+from pathlib import Path
 import sys
 from types import SimpleNamespace
 
@@ -114,12 +115,12 @@ def test_class_names_must_match_the_model_outputs(tmp_path):
         return keras.Model(inputs, keras.layers.Dense(units)(inputs))
 
     path = tmp_path / "classes.json"
-    for names, units in ((["Cat", "Dog"], 1), (["a", "b", "c"], 3)):
+    for names, units in ((["Cat", "Dog"], 1), (["Cat", "Dog"], 2), (["a", "b", "c"], 3)):
         path.write_text(json.dumps(names))
         assert model_lib.load_classes(path, model_with(units)) == names
-    for names, units in ((["Cat"], 1), (["Cat", "Dog"], 2), (["a", "b", "c"], 1), ("Cat", 1), (["Cat", 2], 1)):
+    for names, units in ((["Cat"], 1), (["a", "b", "c"], 2), (["a", "b", "c"], 1), ("Cat", 1), (["Cat", 2], 1)):
         path.write_text(json.dumps(names))
-        with pytest.raises(UserError, match=r"does not match the model's \d output"):
+        with pytest.raises(UserError, match=r"does not match the \d classes of the model"):
             model_lib.load_classes(path, model_with(units))
 
 
@@ -145,3 +146,88 @@ def test_images_are_scaled_to_0_1_inside_the_model():
     x = np.stack([np.full((8, 8, 3), v, dtype=np.uint8) for v in (0, 51, 255)])
     np.testing.assert_allclose(keras.ops.convert_to_numpy(scaled(x, training=False))[:, 0, 0, 0], [0.0, 0.2, 1.0],
                                rtol=1e-6)
+
+
+# --- the saved model: plain Keras loads it -------------------------------------------------------------
+
+# Probabilities of the saved float32 model against the float32 training model: both compute the same
+# function in float32, differing only in rounding (the fused batch-norm kernel, another backend's
+# convolutions): about 1e-7 here, and 1e-5 leaves a hundredfold margin while staying ten times below the
+# 0.01 percentage point that `catsdogs predict` prints.
+PLAIN_KERAS_TOLERANCE = 1e-5
+
+PLAIN_LOAD = """
+import json, sys
+import numpy as np
+import keras
+images = np.load(sys.argv[1])
+outputs = {}
+for path in sys.argv[2:]:
+    model = keras.saving.load_model(path, safe_mode=True)
+    outputs[path] = {"logits": model.predict(images, verbose=0).tolist(), "policy": model.dtype_policy.name,
+                     "dtypes": sorted({v.dtype for v in model.weights}),
+                     "classes": sorted({type(layer).__module__.split(".")[0] for layer in model.layers})}
+assert not [name for name in sys.modules if name.split(".")[0] == "catsdogs"]
+print(json.dumps({"backend": keras.backend.backend(), "outputs": outputs}))
+"""
+
+
+def load_with_plain_keras(backend: str, images: np.ndarray, paths, tmp_path) -> dict:
+    """Load each .keras file in a fresh process on `backend`, where importing catsdogs fails."""
+    import json
+
+    blocked = tmp_path / "no_catsdogs"
+    (blocked / "catsdogs").mkdir(parents=True, exist_ok=True)
+    (blocked / "catsdogs" / "__init__.py").write_text('raise ImportError("catsdogs is not installed")\n')
+    np.save(tmp_path / "images.npy", images)
+    env = dict(ENV, KERAS_BACKEND=backend, PYTHONPATH=str(blocked))
+    result = subprocess.run([sys.executable, "-c", PLAIN_LOAD, str(tmp_path / "images.npy"), *map(str, paths)],
+                            cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["backend"] == backend
+    return report["outputs"]
+
+
+def test_saved_models_load_with_plain_keras_on_both_backends_and_match_training(tmp_path):
+    import pytest
+
+    pytest.importorskip("jax")
+    from catsdogs import training
+
+    keras.utils.set_random_seed(3)
+    narrow = SimpleNamespace(entry_width=4, block_widths=[8], exit_width=8, dropout=0.25, bn_momentum=0.9)
+    model = model_lib.build((32, 32), 2, narrow, AUGMENT, seed=1)
+    model_lib.compile_for(model, 2, 1e-3)
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (48, 32, 32, 3), dtype=np.uint8), rng.integers(0, 2, 48)
+    model.fit(images, labels, epochs=2, batch_size=16, verbose=0,
+              callbacks=[training.AtomicCheckpoint(tmp_path / "checkpoints")])
+    model_lib.inference_model(model).save(tmp_path / "model.keras")  # as the train stage saves it
+    expected = model_lib.probabilities(model.predict(images, verbose=0))
+    paths = [tmp_path / "model.keras", tmp_path / "checkpoints" / "save_at_2.keras"]
+    for backend in ("tensorflow", "jax"):
+        for path, loaded in load_with_plain_keras(backend, images, paths, tmp_path).items():
+            assert loaded["policy"] == "float32" and loaded["dtypes"] == ["float32"], path
+            assert loaded["classes"] == ["keras"], path  # stock layers only: no Augment, no fused batch norm
+            difference = np.abs(model_lib.probabilities(np.array(loaded["logits"])) - expected).max()
+            assert difference <= PLAIN_KERAS_TOLERANCE, (backend, path, difference)
+            print(f"{backend}: {Path(path).name}: largest probability difference {difference:.2e}")
+    earlier = load_with_plain_keras("tensorflow", images, [tmp_path / "checkpoints" / "save_at_1.keras"], tmp_path)
+    assert np.abs(np.array(next(iter(earlier.values()))["logits"]) - model.predict(images, verbose=0)).max() > 0
+
+
+def test_the_inference_model_keeps_float32_under_mixed_precision():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = model_lib.build((32, 32), 3, SimpleNamespace(entry_width=4, block_widths=[8], exit_width=8,
+                                                             dropout=0.1, bn_momentum=0.9), AUGMENT, seed=1)
+        inference = model_lib.inference_model(model)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert inference.dtype_policy.name == "float32"
+    assert {layer.dtype_policy.name for layer in inference.layers} == {"float32"}
+    assert {v.dtype for v in inference.weights} == {"float32"}
+    assert not layers_of(inference, model_lib.FusedBatchNormalization) and "augment" not in [
+        layer.name for layer in inference.layers]
+    assert inference.count_params() == model.count_params()

@@ -64,7 +64,7 @@ def test_whole_pipeline_then_an_experiment(repo, tmp_path):
     set_params(repo, TINY_DATA | TINY_TRAINING)
     run("git", "commit", "-qam", "tiny params", cwd=repo)
     result = dvc("repro", cwd=repo)
-    assert ran(result) == {"download", "filter", "train", "evaluate", "plot"}
+    assert ran(result) == {"download", "filter", "train", "export", "evaluate", "plot"}
 
     stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():
@@ -103,10 +103,34 @@ def test_whole_pipeline_then_an_experiment(repo, tmp_path):
     for png in ("train_images", "augmented", "training_curves", "confusion_matrix", "roc", "most_wrong"):
         assert f"metrics_plots_{png}.png" in page
 
+    # the export stage: every format written, each within tolerance of Keras, the differences a metric
+    exported = json.loads((repo / "metrics/export.json").read_text())
+    assert set(exported["largest_difference"]) == {"savedmodel", "onnx"} and exported["skipped"] == []
+    assert max(exported["largest_difference"].values()) <= yaml.safe_load((repo / "params.yaml").read_text())[
+        "export"]["tolerance"]
+    assert exported["validation_images"] == m["images"]
+    assert "largest_difference.onnx" in dvc("metrics", "show", cwd=repo).stdout
+    assert sorted(p.name for p in (repo / "models/export").iterdir()) == ["metadata.json", "model.keras",
+                                                                         "model.onnx", "savedmodel"]
+
     assert ran(dvc("repro", cwd=repo)) == set()
 
+    # the registered artifact, fetched from a clone with its remote, as another project would
+    remote = tmp_path / "remote"
+    dvc("remote", "add", "-d", "-f", "shared", str(remote), cwd=repo)
+    run("git", "add", "-A", cwd=repo)
+    run("git", "commit", "-qm", "a run, and a shared remote", cwd=repo)
+    run("git", "tag", "-a", "cats-vs-dogs@v0.1.0", "-m", "Registering artifact cats-vs-dogs version v0.1.0",
+        cwd=repo)  # a version, as `gto register` writes it
+    dvc("push", cwd=repo)
+    run("git", "clone", "-q", str(repo), str(tmp_path / "clone"), cwd=tmp_path)
+    dvc("artifacts", "get", str(tmp_path / "clone"), "cats-vs-dogs", "-o", str(tmp_path / "got"), cwd=tmp_path)
+    assert sorted(p.name for p in (tmp_path / "got").iterdir()) == ["metadata.json", "model.keras", "model.onnx",
+                                                                    "savedmodel"]
+    assert (tmp_path / "got/model.onnx").read_bytes() == (repo / "models/export/model.onnx").read_bytes()
+
     result = dvc("exp", "run", "-S", "epochs=3", cwd=repo)
-    assert ran(result) == {"train", "evaluate", "plot"}
+    assert ran(result) == {"train", "export", "evaluate", "plot"}
     assert json.loads((repo / "metrics/train.json").read_text())["epochs"] == 3
     shown = dvc("exp", "show", "--json", cwd=repo).stdout
     assert '"epochs": 3' in shown.replace(" ", "").replace('"epochs":3', '"epochs": 3')

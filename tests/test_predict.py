@@ -245,5 +245,5 @@ def test_class_names_that_do_not_match_the_outputs_are_refused(binary, tmp_path,
     (tmp_path / "classes.json").write_text('["Bird", "Cat", "Dog"]')  # one logit is two classes, not three
     code, _, err = predict(tmp_path, flat(tmp_path / "white.png", 255, "PNG"), capsys=capsys)
     assert code == 2
-    assert err == (f"error: {tmp_path / 'classes.json'}: ['Bird', 'Cat', 'Dog'] does not match the model's "
-                   "1 output(s)\n")
+    assert err == (f"error: {tmp_path / 'classes.json'}: ['Bird', 'Cat', 'Dog'] does not match the 2 classes of "
+                   f"{tmp_path / 'model.keras'}\n")

@@ -29,7 +29,7 @@ from catsdogs import images, splits
 
 pytestmark = pytest.mark.slow  # every test here rests on real (tiny) training runs
 
-STAGES = ["download", "filter", "train", "evaluate", "plot"]
+STAGES = ["download", "filter", "train", "export", "evaluate", "plot"]
 EPOCHS = 6  # the resume test kills training after epoch 2: four more epochs of margin
 PARAMS = TINY_DATA | TINY_TRAINING | {"epochs": EPOCHS}
 ARCHIVE = "data/raw/kagglecatsanddogs_5340.zip"
@@ -259,7 +259,7 @@ def test_experiments_set_params_and_a_queue_run_by_two_workers(work):
     assert status(work) == {} and git(work, "status", "--porcelain") == ""  # the queue ran in temp folders
 
     result = dvc("exp", "run", "-S", "epochs=3", cwd=work)
-    assert ran(result) == {"train", "evaluate", "plot"}
+    assert ran(result) == {"train", "export", "evaluate", "plot"}
     assert yaml.safe_load((work / "params.yaml").read_text())["epochs"] == 3
     assert json.loads((work / "metrics/train.json").read_text())["epochs"] == 3
     assert status(work) == {}
@@ -289,7 +289,7 @@ def test_branches_diff_metrics_params_and_plots(work, tmp_path):
     main = git(work, "branch", "--show-current").strip()
     git(work, "checkout", "-qb", "lr-high")
     set_params(work, {"train": {"learning_rate": 3.0e-3}})
-    assert ran(dvc("repro", cwd=work)) == {"train", "evaluate", "plot"}
+    assert ran(dvc("repro", cwd=work)) == {"train", "export", "evaluate", "plot"}
     git(work, "add", "params.yaml", "dvc.lock", "metrics", "models/classes.json")
     git(work, "commit", "-qm", "learning rate 3e-3")
     assert git(work, "status", "--porcelain") == "" and status(work) == {}

@@ -41,6 +41,25 @@ def select(backend: str, jax_cache: str | os.PathLike | None = None) -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+def installed() -> str:
+    """The backend to read a model with outside the pipeline: KERAS_BACKEND if set, else TensorFlow if it
+    imports, else JAX (`catsdogs predict` with only the jax extra installed)."""
+    if "keras" in sys.modules:
+        import keras
+
+        return keras.backend.backend()
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    for name in ("tensorflow", "jax"):
+        try:
+            __import__(name)
+            return name
+        except ImportError:
+            continue
+    raise UserError("reading a .keras file needs TensorFlow or JAX: pip install 'catsdogs[cpu]' (or [jax]), "
+                    "or pass the ONNX export (pip install 'catsdogs[lite]')")
+
+
 # The forwarder of `quiet_native_logs`, a separate process so that it outlives a crash of the stage and
 # still passes on what the crash printed. It drops absl's INFO and WARNING lines (what TF_CPP_MIN_LOG_LEVEL=2
 # hid before TensorFlow logged through absl, which prints them before its logging is initialized whatever

@@ -37,8 +37,9 @@ def main(argv=None) -> None:
 
     predict = commands.add_parser("predict", help='"This image is 94.30%% cat and 5.70%% dog." for each image')
     predict.add_argument("paths", nargs="+", help="image files or folders")
-    predict.add_argument("--model", default="models/model.keras")
-    predict.add_argument("--classes", default="models/classes.json", help="class names saved by the train stage")
+    predict.add_argument("--model", default="models/model.keras",
+                         help="a .keras file, a SavedModel folder or an .onnx file (models/export/ holds all three)")
+    predict.add_argument("--classes", help="class names (default: metadata.json beside the model, else classes.json)")
     predict.add_argument("--json", action="store_true", help="machine-readable output")
     predict.set_defaults(func=_predict)
 

@@ -23,6 +23,8 @@ from packaging.version import InvalidVersion, Version
 
 from catsdogs.errors import UserError
 
+EXTRA = "pipeline"  # pyproject.toml's extra that holds the pipeline's Keras
+
 INSTALL = "install the locked environment: pip install --require-hashes -r requirements.lock (see docs/environment.md)"
 
 # What catsdogs.distribute patches, by backend: (module, attribute path). Nothing is patched for jax.
@@ -44,7 +46,8 @@ def installed_keras() -> str:
 
 
 def verified_range(distribution: str = "catsdogs") -> SpecifierSet:
-    """The Keras versions that `distribution` declares it works with: its unconditional `keras` requirement."""
+    """The Keras versions that `distribution` declares it works with: its `keras` requirement (in the
+    `pipeline` extra: a lean install for predicting with onnxruntime has no Keras)."""
     try:
         requires = metadata.requires(distribution) or []
     except metadata.PackageNotFoundError:
@@ -52,7 +55,8 @@ def verified_range(distribution: str = "catsdogs") -> SpecifierSet:
                         f"{INSTALL}, then pip install --no-deps --no-build-isolation -e .") from None
     for line in requires:
         requirement = Requirement(line)
-        if requirement.name.lower() == "keras" and requirement.marker is None:  # a marker: an extra's
+        applies = requirement.marker is None or requirement.marker.evaluate({"extra": EXTRA})
+        if requirement.name.lower() == "keras" and applies:
             return requirement.specifier
     raise LookupError(f"{distribution}'s metadata declares no keras requirement")
 

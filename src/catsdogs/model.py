@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import keras
 import numpy as np
 from keras import layers
 
+from catsdogs import exports
 from catsdogs.augment import Augment
 from catsdogs.errors import UserError
 
@@ -101,6 +103,51 @@ def build(image_size, num_classes: int, model_params, augment_params, seed: int,
     return keras.Model(inputs, outputs, name="xception_small")
 
 
+def inference_model(trained: keras.Model) -> keras.Model:
+    """The trained model's inference graph, in stock Keras layers with float32 weights and policy: what
+    every `.keras` file of the pipeline holds, so that plain Keras loads it (safe mode on, this project
+    never imported) on any backend.
+
+    The same layers with the same names and weights (cast to float32), except: no augmentation (training
+    only, as in the tutorial's option 2), Keras' own BatchNormalization in place of the fused one (the
+    same computation at inference), and a float32 policy whatever the training precision (bfloat16 runs
+    at half speed on CPUs). The training model, its fast layers and its optimizer stay in the train
+    stage and its resume state.
+    """
+    def clone(layer):
+        stock = layers.BatchNormalization if isinstance(layer, FusedBatchNormalization) else type(layer)
+        return stock.from_config({**layer.get_config(), "dtype": "float32"})
+
+    def call(layer, *args, **kwargs):
+        return args[0] if isinstance(layer, Augment) else layer(*args, **kwargs)
+
+    # Building layers draws Python's random numbers for their (unused) initializers: put them back, so that
+    # saving a checkpoint changes nothing in the training run (a resumed run must repeat it exactly).
+    state, policy = random.getstate(), keras.mixed_precision.global_policy()
+    try:
+        keras.mixed_precision.set_global_policy("float32")
+        model = keras.models.clone_model(trained, clone_function=clone, call_function=call)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+        random.setstate(state)
+    for layer in model.layers:
+        layer.set_weights([np.asarray(w, dtype=np.float32) for w in trained.get_layer(layer.name).get_weights()])
+    custom = [layer.name for layer in model.layers if type(layer).__module__.startswith("catsdogs")]
+    assert not custom, f"layers of this project left in the inference model: {custom}"
+    return model
+
+
+def with_probabilities(model: keras.Model) -> keras.Model:
+    """`model` ending in class probabilities instead of logits, in stock layers: what the SavedModel and
+    the ONNX file serve (`probabilities()` computes the same from the logits)."""
+    inputs = keras.Input(model.input_shape[1:], dtype="uint8", name="image")
+    logits = model(inputs)
+    if model.output_shape[-1] == 1:
+        second = layers.Activation("sigmoid")(logits)
+        return keras.Model(inputs, layers.Concatenate()([layers.Rescaling(-1.0, offset=1.0)(second), second]))
+    return keras.Model(inputs, layers.Softmax()(logits))
+
+
 def compile_for(model: keras.Model, num_classes: int, learning_rate) -> None:
     """The tutorial's loss and metric ("acc") for two classes; their sparse softmax versions for more.
 
@@ -141,15 +188,5 @@ def load(path) -> keras.Model:
 
 def load_classes(path, model: keras.Model) -> list[str]:
     """The class names saved by the train stage, checked against the model's output."""
-    path = Path(path)
-    try:
-        names = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: class names not found (the train stage writes them beside the model)") from None
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: unreadable class names ({exc})") from None
     units = model.output_shape[-1]
-    if not (isinstance(names, list) and all(isinstance(n, str) for n in names) and len(names) >= 2
-            and units == (1 if len(names) == 2 else len(names))):
-        raise UserError(f"{path}: {names!r} does not match the model's {units} output(s)")
-    return names
+    return exports.read_class_names(path, 2 if units == 1 else units, "the model")

@@ -124,6 +124,11 @@ class Train(_Section):
     distribute: Literal["none", "auto"] = "none"
 
 
+class Export(_Section):
+    formats: list[Literal["savedmodel", "onnx"]]
+    tolerance: Annotated[float, Field(gt=0, lt=1)]
+
+
 class Params(_Section):
     epochs: PositiveInt
     seed: Annotated[int, Field(ge=0)]
@@ -132,6 +137,7 @@ class Params(_Section):
     data: Data
     model: Model
     train: Train
+    export: Export
 
     @model_validator(mode="after")
     def _warmup_fits(self):

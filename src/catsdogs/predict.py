@@ -1,7 +1,9 @@
 """Predictions on new photos: "This image is 94.30% cat and 5.70% dog."
 
 Every input is checked with the filter's own check before decoding, so a bad file is reported with the
-same reason the pipeline would give, and the good files are still predicted.
+same reason the pipeline would give, and the good files are still predicted. The model may be the `.keras`
+file, the SavedModel folder or the ONNX file (catsdogs.exports): on an ONNX file this needs neither
+TensorFlow nor JAX.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from catsdogs import images
-from catsdogs import model as model_lib
+from catsdogs import exports, images
 from catsdogs.errors import UserError
+
 
 @dataclass
 class Result:
@@ -70,14 +72,16 @@ def _read(file: Path, max_pixels: int) -> tuple[bytes | None, str | None]:
         return None, f"unreadable: {exc.strerror or exc}"
 
 
-def predict(paths, model_path, classes_path, batch_size: int = 64, max_pixels: int | None = None) -> list[Result]:
+def predict(paths, model_path, classes_path=None, max_pixels: int | None = None) -> list[Result]:
     """One Result per file, in input order; unreadable files carry an error instead of probabilities.
-    `max_pixels`: larger images are refused as decompression bombs (default: Pillow's own limit)."""
+    `model_path`: a .keras file, a SavedModel folder or an .onnx file; `classes_path`: the class names
+    (default: the metadata file beside the model, else classes.json beside it). `max_pixels`: larger images
+    are refused as decompression bombs (default: Pillow's own limit)."""
     max_pixels = max_pixels or images.MAX_PIXELS
     files = expand(paths)
-    model = model_lib.load(model_path)
-    class_names = model_lib.load_classes(classes_path, model)
-    size = model.input_shape[1:3]
+    runner = exports.load(model_path)
+    class_names = exports.class_names(runner, classes_path)
+    size = runner.image_size
 
     results, good, arrays = [], [], []
     for file in files:
@@ -93,7 +97,6 @@ def predict(paths, model_path, classes_path, batch_size: int = 64, max_pixels: i
         good.append(results[-1])
         arrays.append(images.decode(data, size))
     if good:
-        logits = model.predict(np.stack(arrays), batch_size=batch_size, verbose=0)
-        for result, probs in zip(good, model_lib.probabilities(logits)):
+        for result, probs in zip(good, runner.probabilities(np.stack(arrays))):
             result.probabilities = {name: round(float(p), 6) for name, p in zip(class_names, probs)}
     return results

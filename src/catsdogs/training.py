@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from catsdogs import atomic, augment, batches, params, splits, tables
+from catsdogs import model as model_lib
 from catsdogs.entry import raise_if_interrupted
 
 
@@ -127,7 +128,8 @@ class EpochSeeds(keras.callbacks.Callback):
 
 class AtomicCheckpoint(keras.callbacks.Callback):
     """ModelCheckpoint("save_at_{epoch}.keras") written through a temporary file: a kill mid-save
-    leaves the previous checkpoints intact and no truncated one."""
+    leaves the previous checkpoints intact and no truncated one. Each holds the epoch's inference model
+    (model.inference_model: plain Keras loads it); BackupAndRestore keeps the training model to resume."""
 
     def __init__(self, folder: Path):
         super().__init__()
@@ -135,7 +137,7 @@ class AtomicCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         with atomic.atomic_path(self.folder / f"save_at_{number(epoch)}.keras", suffix=".keras") as tmp:
-            self.model.save(tmp)
+            model_lib.inference_model(self.model).save(tmp)
 
 
 def read_log(path: Path) -> list[dict]:

@@ -97,13 +97,15 @@ def parse_args(argv) -> argparse.Namespace:
 
 
 def save(args: argparse.Namespace, work: Path, model, data: splits.Split, rows: list[dict]) -> dict:
-    """Move the finished run's checkpoints and log into place beside the model and its records; the
-    work folder goes. Returns the summary written to the metrics file."""
+    """Move the finished run's checkpoints and log into place beside the model (its inference graph) and its
+    records; the work folder goes. Returns the summary written to the metrics file."""
     with atomic.atomic_dir(args.checkpoints) as tmp:
         for checkpoint in (work / "checkpoints").iterdir():
             checkpoint.rename(tmp / checkpoint.name)
+    from catsdogs import model as model_lib
+
     with atomic.atomic_path(args.model, suffix=".keras") as tmp:
-        model.save(tmp)
+        model_lib.inference_model(model).save(tmp)  # stock layers, float32, no augmentation: plain Keras loads it
     atomic.write_json(args.classes, data.class_names)
     splits.write(args.split, args.data, data)
     atomic.write_text(args.log, (work / "train_log.csv").read_text(encoding="utf-8"))
