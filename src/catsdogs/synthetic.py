@@ -106,7 +106,7 @@ def plan(*, images_per_class: int, side_range, pathology_rate: float, seed: int)
 FAULTS = {
     "flipped": "a figure of the other class, filed under this class",
     "non_pet": "background and clutter, no figure",
-    "duplicate": "a copy of another image of its class: cropped up to 6% per side, resized by 0.8-1.2, re-encoded",
+    "duplicate": "a copy of another image of its class: cropped up to 3% per side, resized by 0.8-1.2, re-encoded",
 }
 
 
@@ -343,7 +343,7 @@ def _faulty_file(rng: np.random.Generator, label: int, low: int, high: int, kind
         with Image.open(io.BytesIO(original)) as image:
             image = image.convert("RGB")
         width, height = image.size
-        left, top, right, bottom = (int(rng.uniform(0, 0.06) * side) for side in (width, height, width, height))
+        left, top, right, bottom = (int(rng.uniform(0, 0.03) * side) for side in (width, height, width, height))
         image = image.crop((left, top, width - right, height - bottom))
         factor = rng.uniform(0.8, 1.2)
         size = tuple(max(min_side, int(round(side * factor))) for side in image.size)
