@@ -309,6 +309,11 @@ def run(directory: Path, split_file: Path, classes_file: Path, predictions_file:
     from catsdogs import backend
 
     p = params.load()
+    for package, name in (("cleanlab", "cleanlab"), ("imagehash", "ImageHash")):
+        try:
+            __import__(package)
+        except ImportError:
+            raise UserError(f"{name} is not installed: pip install -e '.[review]' (see README)") from None
     folds = FOLDS if folds is None else folds
     max_distance = MAX_DISTANCE if max_distance is None else max_distance
     if folds < 2:
