@@ -178,7 +178,7 @@ def perceptual_hashes(directory: Path, paths: list[str]) -> np.ndarray:
         return np.asarray(list(pool.map(phash, paths)), dtype=np.uint64)
 
 
-def near_pairs(hashes: np.ndarray, max_distance: int, chunk: int = 2048):
+def near_pairs(hashes: np.ndarray, max_distance: int, chunk: int = 512):
     """(i, j, distance) for every i < j whose hashes differ in at most `max_distance` bits."""
     found = []
     for start in range(0, len(hashes), chunk):
