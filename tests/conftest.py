@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["dvc.yaml", ".dvcignore", ".gitignore", "configs", "src", ".dvc/config"]
+PROJECT_FILES = ["dvc.yaml", ".dvcignore", ".gitignore", "configs", "src", ".dvc/config", "data/exclude.csv"]
 
 
 def committed_params_text() -> str:

@@ -41,11 +41,11 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
-def run_filter(workdir: Path, zip_path: Path, method="decode"):
+def run_filter(workdir: Path, zip_path: Path, method="decode", exclude: Path | None = None):
     text = (workdir / "params.yaml").read_text().replace("method: decode", f"method: {method}")
     (workdir / "params.yaml").write_text(text)
     filter_stage.main([str(zip_path), "--out", "data/clean", "--metrics", "metrics/filter.json",
-                       "--report", "metrics/filter_dropped.csv"])
+                       "--report", "metrics/filter_dropped.csv", *(["--exclude", str(exclude)] if exclude else [])])
     report = list(csv.DictReader(open(workdir / "metrics/filter_dropped.csv")))
     return json.loads((workdir / "metrics/filter.json").read_text()), report
 
@@ -80,7 +80,7 @@ def test_counts_per_reason_and_class(workdir: Path):
     summary, report = run_filter(workdir, make_zip(workdir / "a.zip", members))
     assert summary["kept_per_class"] == {"Cat": 5, "Dog": 4}
     assert summary["dropped_per_reason"] == {"empty": 1, "not_an_image": 1, "corrupt": 0, "truncated": 1,
-                                             "too_large": 0}
+                                             "too_large": 0, "excluded": 0}
     assert {row["member"]: row["reason"] for row in report} == {
         "PetImages/Cat/5.jpg": "empty", "PetImages/Dog/4.jpg": "truncated", "PetImages/Dog/5.jpg": "not_an_image"}
     kept = workdir / "data/clean/PetImages/Cat/0.jpg"
@@ -91,7 +91,7 @@ def test_jfif_method_counts_only_its_own_reason(workdir: Path):
     members = {"PetImages/Cat/0.jpg": jpeg(0), "PetImages/Cat/1.jpg": b"", "PetImages/Dog/0.jpg": jpeg(1),
                "PetImages/Dog/1.jpg": b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(100)}
     summary, _ = run_filter(workdir, make_zip(workdir / "a.zip", members), method="jfif")
-    assert summary["dropped_per_reason"] == {"no_jfif": 1}
+    assert summary["dropped_per_reason"] == {"no_jfif": 1, "excluded": 0}
     assert summary["kept_per_class"] == {"Cat": 1, "Dog": 2}  # keeps the corrupt JFIF file, as the tutorial does
 
 
@@ -173,10 +173,64 @@ def test_summarize_counts_every_field():
     assert filter_stage.summarize(results, ignored, "decode", 1.234) == {
         "method": "decode", "images": 7, "kept": 3, "dropped": 4,
         "kept_per_class": {"Cat": 1, "Dog": 2, "Emu": 0},  # a class with nothing kept is listed, with 0
-        "dropped_per_reason": {"empty": 1, "not_an_image": 0, "corrupt": 1, "truncated": 2, "too_large": 0},
+        "dropped_per_reason": {"empty": 1, "not_an_image": 0, "corrupt": 1, "truncated": 2, "too_large": 0,
+                               "excluded": 0},
         "ignored_members": 2, "seconds": 1.23, "images_per_second": 5.7,  # 7 checked in 1.234 s
     }
     jfif = filter_stage.summarize([("PetImages/Cat/0.jpg", "Cat", "no_jfif"), ("PetImages/Dog/0.jpg", "Dog", None)],
                                   [], "jfif", 0.0)
-    assert jfif["dropped_per_reason"] == {"no_jfif": 1} and jfif["kept_per_class"] == {"Cat": 0, "Dog": 1}
+    assert jfif["dropped_per_reason"] == {"no_jfif": 1, "excluded": 0} and jfif["kept_per_class"] == {"Cat": 0, "Dog": 1}
     assert jfif["images_per_second"] is None and jfif["seconds"] == 0.0
+
+
+# --- the exclusion list ----------------------------------------------------------------------------------
+
+def small_archive(workdir: Path) -> Path:
+    members = {f"PetImages/{cls}/{i}.jpg": jpeg(10 * k + i) for k, cls in enumerate(("Cat", "Dog")) for i in range(3)}
+    members["PetImages/Dog/3.jpg"] = b""  # dropped as empty, and also listed: excluded wins, unread
+    return make_zip(workdir / "a.zip", members)
+
+
+def test_listed_members_are_dropped_as_excluded_with_the_lists_reason(workdir: Path):
+    exclude = workdir / "exclude.csv"
+    exclude.write_text("member,reason,who,when\n"
+                       "PetImages/Cat/1.jpg,\"label: given Cat, 0.98 Dog\",ana,2024-05-01\n"
+                       "PetImages/Dog/3.jpg,duplicate of PetImages/Dog/0.jpg,,\n"
+                       "PetImages/Cat/1.jpg,listed twice counts once,,\n")
+    summary, report = run_filter(workdir, small_archive(workdir), exclude=exclude)
+    assert summary["kept_per_class"] == {"Cat": 2, "Dog": 3} and summary["images"] == 7
+    assert summary["dropped_per_reason"]["excluded"] == 2 and summary["dropped_per_reason"]["empty"] == 0
+    assert {row["member"]: (row["reason"], row["detail"]) for row in report} == {
+        "PetImages/Cat/1.jpg": ("excluded", "label: given Cat, 0.98 Dog"),
+        "PetImages/Dog/3.jpg": ("excluded", "duplicate of PetImages/Dog/0.jpg")}
+    assert not (workdir / "data/clean/PetImages/Cat/1.jpg").exists()
+
+
+def test_a_missing_exclusion_list_excludes_nothing(workdir: Path):
+    summary, _ = run_filter(workdir, small_archive(workdir), exclude=workdir / "none.csv")
+    assert summary["dropped_per_reason"]["excluded"] == 0 and summary["kept"] == 6
+
+
+@pytest.mark.parametrize("text, message", [
+    ("member,reason,who,when\nPetImages/Cat/9.jpg,typo,,\n",
+     "exclude.csv: PetImages/Cat/9.jpg is not a class image of "),
+    ("member,reason,who,when\nPetImages/Cat/Thumbs.db,not a photo,,\nPetImages/Dog/7.jpg,x,,\n",
+     "exclude.csv: PetImages/Cat/Thumbs.db (and 1 more) is not a class image of "),
+    ("path,reason\nPetImages/Cat/1.jpg,x\n",
+     "exclude.csv: columns ['path', 'reason'] are not ['member', 'reason', 'who', 'when']"),
+    ("member,reason,who,when\n/etc/passwd,x,,\n",
+     "exclude.csv, line 2: '/etc/passwd' is an absolute path: list archive members as PetImages/<class>/<file>"),
+    ("member,reason,who,when\nPetImages/Cat/../../evil.jpg,x,,\n",
+     "exclude.csv, line 2: 'PetImages/Cat/../../evil.jpg' climbs out with '..'"),
+    ("member,reason,who,when\nC:\\PetImages\\Cat\\1.jpg,x,,\n", "line 2: 'C:\\\\PetImages"),
+    ("member,reason,who,when\nPetImages/Cat/1.jpg,,,\n", "line 2: PetImages/Cat/1.jpg has no reason"),
+    ("member,reason,who,when\nPetImages/Cat/1.jpg,a, b,c,d\n", "line 2: 5 values where 4 columns"),
+])
+def test_a_bad_exclusion_list_is_one_line_and_writes_nothing(workdir: Path, text, message, capsys):
+    (workdir / "exclude.csv").write_text(text)
+    with pytest.raises(SystemExit) as info:
+        run_filter(workdir, small_archive(workdir), exclude=workdir / "exclude.csv")
+    assert info.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert message in line
+    assert not (workdir / "data").exists() and not (workdir / "metrics").exists()

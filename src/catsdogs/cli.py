@@ -1,4 +1,4 @@
-"""The `catsdogs` command: predictions on new photos, and the offline demo."""
+"""The `catsdogs` command: predictions on new photos, the offline demo, and the data review."""
 
 from __future__ import annotations
 
@@ -30,6 +30,31 @@ def _demo(args) -> int:
     return run(args.config, list(args.dvc_args))
 
 
+def _review(args) -> int:
+    from pathlib import Path
+
+    from catsdogs import review
+
+    out = Path(args.out)
+    if args.accept or args.accept_top is not None:
+        added, already = review.accept(out / review.CANDIDATES_FILE, Path(args.exclude), args.accept,
+                                       args.accept_top, args.kind)
+        for entry in added:
+            print(f"excluded {entry.member}: {entry.reason}")
+        if already:
+            print(f"{len(already)} already listed in {args.exclude}")
+        print(f"{len(added)} added to {args.exclude}: review it (git diff), then `dvc repro` and "
+              "`dvc metrics diff`")
+        return 0
+    summary = review.run(Path(args.data), Path(args.split), Path(args.classes), Path(args.predictions),
+                         Path(args.model), out,
+                         Path(args.image_cache), args.folds, args.epochs, args.max_distance)
+    print(f"{summary['label_candidates']} label, {summary['non_pet_candidates']} non_pet and "
+          f"{summary['duplicate_candidates']} duplicate candidates in {out / review.CANDIDATES_FILE}; "
+          f"look at {out / review.CONTACT_SHEET}, then accept with `catsdogs review --accept MEMBER ...`")
+    return 0
+
+
 @run_main
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="catsdogs", description=__doc__)
@@ -47,6 +72,27 @@ def main(argv=None) -> None:
     demo.add_argument("--config", default="configs/demo.yaml", help="the params that differ from params.yaml")
     demo.add_argument("dvc_args", nargs=argparse.REMAINDER, help="more `dvc exp run` arguments, after --")
     demo.set_defaults(func=_demo)
+
+    review = commands.add_parser("review", help="find likely label errors, non-pet images and train/validation "
+                                 "near-duplicates; accept them into the exclusion list")
+    review.add_argument("--accept", nargs="+", default=[], metavar="MEMBER",
+                        help="append these candidates (PetImages/Cat/1.jpg) to the exclusion list")
+    review.add_argument("--accept-top", type=int, metavar="K", help="append the first K candidates of each kind")
+    review.add_argument("--kind", nargs="+", choices=["label", "non_pet", "duplicate"],
+                        help="with --accept-top: only these kinds")
+    review.add_argument("--exclude", default="data/exclude.csv", help="the exclusion list (the filter's)")
+    review.add_argument("--out", default="review", help="where the report goes")
+    review.add_argument("--folds", type=int, help="cross-validation folds for the training subset (default: 2)")
+    review.add_argument("--epochs", type=int, help="epochs of each fold's model (default: `epochs`)")
+    review.add_argument("--max-distance", type=int,
+                        help="pHash bits (of 64) within which two images are near-duplicates (default: 6)")
+    review.add_argument("--data", default="data/clean/PetImages")
+    review.add_argument("--split", default="models/split.csv")
+    review.add_argument("--classes", default="models/classes.json")
+    review.add_argument("--model", default="models/model.keras", help="the trained model (its features)")
+    review.add_argument("--predictions", default="metrics/predictions.csv")
+    review.add_argument("--image-cache", default=".cache/images")
+    review.set_defaults(func=_review)
 
     args = parser.parse_args(argv)
     raise SystemExit(args.func(args))

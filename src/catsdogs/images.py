@@ -27,6 +27,7 @@ REASONS = {
     "truncated": "image data ends early",
     "too_large": "declared dimensions above filter.max_pixels (decompression bomb)",
     "no_jfif": "no 'JFIF' in the first 4,096 bytes (method: jfif, the tutorial's check)",
+    "excluded": "listed in the exclusion list (data/exclude.csv); the detail is the list's reason",
 }
 
 # Larger images are dropped as decompression bombs: Pillow's own limit, unless filter.max_pixels sets another.

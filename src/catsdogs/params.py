@@ -34,7 +34,8 @@ class ParamsError(UserError):
 SYNTHETIC_MIN_SIDE = 16  # pixels: the smallest side the synthetic figures are still drawn recognisably at
 
 
-def check_synthetic(images_per_class, side_range, pathology_rate, seed) -> tuple[int, int]:
+def check_synthetic(images_per_class, side_range, pathology_rate, seed, flipped_rate=0.0, non_pet_rate=0.0,
+                    duplicate_rate=0.0) -> tuple[int, int]:
     """What the synthetic archive's generator accepts (download.synthetic; catsdogs.synthetic checks its
     arguments with it too); ValueError naming the argument otherwise. Returns the smallest and largest side."""
     if isinstance(images_per_class, bool) or not isinstance(images_per_class, int) or images_per_class < 1:
@@ -53,6 +54,14 @@ def check_synthetic(images_per_class, side_range, pathology_rate, seed) -> tuple
         raise ValueError(f"pathology_rate must be a number in [0, 1), got {pathology_rate!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    rates = {"flipped_rate": flipped_rate, "non_pet_rate": non_pet_rate, "duplicate_rate": duplicate_rate}
+    for name, rate in rates.items():
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 0.5:
+            raise ValueError(f"{name} must be a number in [0, 0.5), got {rate!r}")
+    # every fault takes a good image of its own, and each duplicate a good original besides
+    if pathology_rate + flipped_rate + non_pet_rate + 2 * duplicate_rate > 1:
+        raise ValueError("pathology_rate + flipped_rate + non_pet_rate + 2 * duplicate_rate must be at most 1, "
+                         f"got {pathology_rate + flipped_rate + non_pet_rate + 2 * duplicate_rate:g}")
     return low, high
 
 
@@ -69,10 +78,15 @@ class Synthetic(_Section):
     side_range: list[int]  # [smallest, largest] side of each image, in pixels
     pathology_rate: float
     seed: int
+    # Faults a data review should find (catsdogs.synthetic.faults records which images have them); 0: none
+    flipped_rate: float = 0.0  # share of images filed under the other class
+    non_pet_rate: float = 0.0  # share of images with no figure in them
+    duplicate_rate: float = 0.0  # share of images that are a re-encoded, resized, cropped copy of another
 
     @model_validator(mode="after")
     def _generator_accepts(self):
-        check_synthetic(self.images_per_class, self.side_range, self.pathology_rate, self.seed)
+        check_synthetic(self.images_per_class, self.side_range, self.pathology_rate, self.seed, self.flipped_rate,
+                        self.non_pet_rate, self.duplicate_rate)
         return self
 
 

@@ -11,6 +11,10 @@ learn the shape; no colour or brightness statistic gives the label away.
 
 Everything comes from the seed: the same arguments give a byte-identical archive. Each image has its own
 random stream, so an image looks the same whatever the other arguments (e.g. pathology_rate) are.
+
+Besides the odd files, the archive can hold the faults a data review looks for (all off by default):
+images filed under the wrong class, images with no figure ("no pet"), and near-duplicates (a copy of
+another image of its class, re-encoded, resized and slightly cropped). `faults()` says which, like `plan()`.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from catsdogs.atomic import atomic_path
-from catsdogs.params import check_synthetic
+from catsdogs.params import SYNTHETIC_MIN_SIDE, check_synthetic
 
 CLASSES = ("Cat", "Dog")
 
@@ -98,6 +102,51 @@ def plan(*, images_per_class: int, side_range, pathology_rate: float, seed: int)
     return dict(zip(members, kinds))
 
 
+# The faults a data review should find, and what each is.
+FAULTS = {
+    "flipped": "a figure of the other class, filed under this class",
+    "non_pet": "background and clutter, no figure",
+    "duplicate": "a copy of another image of its class: cropped up to 3% per side, resized by 0.8-1.2, re-encoded",
+}
+
+
+def faults(*, images_per_class: int, side_range, pathology_rate: float, seed: int, flipped_rate: float = 0.0,
+           non_pet_rate: float = 0.0, duplicate_rate: float = 0.0) -> dict[str, tuple[str, str | None]]:
+    """{member: (fault kind, the original member for a duplicate, else None)}, without drawing anything.
+
+    Faults go to members that plan() leaves good, each to its own, and a duplicate's original is a good
+    image of the same class with no fault either; their share is of all images, classes mixed.
+    """
+    check_synthetic(images_per_class, side_range, pathology_rate, seed, flipped_rate, non_pet_rate, duplicate_rate)
+    total = 2 * images_per_class
+    counts = [int(rate * total + 0.5) for rate in (flipped_rate, non_pet_rate, duplicate_rate)]
+    if not any(counts):
+        return {}
+    odd = plan(images_per_class=images_per_class, side_range=side_range, pathology_rate=pathology_rate, seed=seed)
+    good = [_member(label, i) for label in range(len(CLASSES)) for i in range(images_per_class)]
+    good = [good[i] for i in np.random.default_rng([seed, 2]).permutation(len(good)) if good[i] not in odd]
+    found: dict[str, tuple[str, str | None]] = {}
+    start = 0
+    for kind, count in zip(FAULTS, counts):
+        for member in good[start : start + count]:
+            found[member] = (kind, None)
+        start += count
+    originals = good[start:]  # in random order already
+    for copy in [m for m, (kind, _) in found.items() if kind == "duplicate"]:
+        folder = copy.rsplit("/", 1)[0] + "/"
+        original = next((m for m in originals if m.startswith(folder)), None)
+        if original is None:
+            raise ValueError(f"duplicate_rate {duplicate_rate} leaves no good original for {copy}: lower the rates")
+        originals.remove(original)
+        found[copy] = ("duplicate", original)
+    return found
+
+
+def _index(member: str) -> tuple[int, int]:
+    _, cls, name = member.split("/")
+    return CLASSES.index(cls), int(name.split(".")[0])
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Drawing
 #
@@ -156,8 +205,8 @@ def _contrasting(rng: np.random.Generator, colour: np.ndarray) -> np.ndarray:
             return other
 
 
-def _render(rng: np.random.Generator, label: int, low: int, high: int) -> Image.Image:
-    """One class image, drawn from `rng` alone."""
+def _render(rng: np.random.Generator, label: int, low: int, high: int, figure: bool = True) -> Image.Image:
+    """One class image, drawn from `rng` alone; without `figure`, only its background and clutter."""
     width, height = (int(v) for v in rng.integers(low, high + 1, size=2))
     side = min(width, height)
 
@@ -198,7 +247,7 @@ def _render(rng: np.random.Generator, label: int, low: int, high: int) -> Image.
     turn = rng.uniform(-MAX_ROTATION, MAX_ROTATION)
     cx = rng.uniform(1.6 * scale, width - 1.6 * scale)
     cy = rng.uniform(1.6 * scale, height - 1.6 * scale)
-    for polygon, colour in [(p, fg) for p in polygons] + [(h, bg) for h in holes]:
+    for polygon, colour in [(p, fg) for p in polygons] + [(h, bg) for h in holes] if figure else []:
         points = _place(polygon, turn, scale, cx, cy)
         draw.polygon([tuple(p) for p in points], fill=tuple(int(c) for c in colour))
 
@@ -283,6 +332,25 @@ def _class_file(rng: np.random.Generator, label: int, low: int, high: int, kind:
     return data
 
 
+def _faulty_file(rng: np.random.Generator, label: int, low: int, high: int, kind: str, original: bytes | None,
+                 min_side: int) -> bytes:
+    """A good JPEG with one of FAULTS; `original` is the bytes a duplicate copies."""
+    if kind == "flipped":
+        return _jpeg(rng, _render(rng, 1 - label, low, high))
+    if kind == "non_pet":
+        return _jpeg(rng, _render(rng, label, low, high, figure=False))
+    if kind == "duplicate":
+        with Image.open(io.BytesIO(original)) as image:
+            image = image.convert("RGB")
+        width, height = image.size
+        left, top, right, bottom = (int(rng.uniform(0, 0.03) * side) for side in (width, height, width, height))
+        image = image.crop((left, top, width - right, height - bottom))
+        factor = rng.uniform(0.8, 1.2)
+        size = tuple(max(min_side, int(round(side * factor))) for side in image.size)
+        return _jpeg(rng, image.resize(size, Image.BILINEAR))
+    raise ValueError(f"unknown fault {kind!r}")
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The other files of the real archive
 
@@ -322,7 +390,8 @@ def _licence_pdf() -> bytes:
     return pdf
 
 
-def _readme(images_per_class, low, high, pathology_rate, seed) -> bytes:
+def _readme(images_per_class, low, high, pathology_rate, seed, rates=None) -> bytes:
+    faults = "".join(f"{name}: {rate}\r\n" for name, rate in (rates or {}).items() if rate)
     return (
         "Synthetic stand-in for the Kaggle Cats vs Dogs archive (kagglecatsanddogs_5340.zip).\r\n"
         "\r\n"
@@ -335,6 +404,7 @@ def _readme(images_per_class, low, high, pathology_rate, seed) -> bytes:
         f"side_range: [{low}, {high}]\r\n"
         f"pathology_rate: {pathology_rate}\r\n"
         f"seed: {seed}\r\n"
+        f"{faults}"
     ).encode()
 
 
@@ -354,15 +424,26 @@ def generate(
     side_range,
     pathology_rate: float,
     seed: int,
+    flipped_rate: float = 0.0,
+    non_pet_rate: float = 0.0,
+    duplicate_rate: float = 0.0,
     progress: bool = True,
 ) -> dict[str, str]:
-    """Write the archive to `dest`; return {member name: pathology kind} for every odd file mixed in.
+    """Write the archive to `dest`; return {member name: pathology kind} for every odd file mixed in
+    (`faults()` with the same arguments says which images have which fault).
 
     The archive appears at `dest` only once it is complete.
     """
-    low, high = check_synthetic(images_per_class, side_range, pathology_rate, seed)
+    rates = {"flipped_rate": flipped_rate, "non_pet_rate": non_pet_rate, "duplicate_rate": duplicate_rate}
+    low, high = check_synthetic(images_per_class, side_range, pathology_rate, seed, *rates.values())
     odd = plan(images_per_class=images_per_class, side_range=side_range, pathology_rate=pathology_rate,
                seed=seed)
+    faulty = faults(images_per_class=images_per_class, side_range=side_range, pathology_rate=pathology_rate,
+                    seed=seed, **rates)
+
+    def good_file(label: int, index: int) -> bytes:
+        return _class_file(np.random.default_rng([seed, 1, label, index]), label, low, high, None)
+
     with atomic_path(dest) as tmp, zipfile.ZipFile(tmp, "w") as archive:
         _write(archive, "CDLA-Permissive-2.0.pdf", _licence_pdf())
         with tqdm(total=2 * images_per_class, desc="synthetic images", unit="img", disable=not progress) as bar:
@@ -370,8 +451,14 @@ def generate(
                 for index in range(images_per_class):
                     name = _member(label, index)
                     rng = np.random.default_rng([seed, 1, label, index])
-                    _write(archive, name, _class_file(rng, label, low, high, odd.get(name)))
+                    if name in faulty:
+                        kind, original = faulty[name]
+                        copied = good_file(*_index(original)) if original else None
+                        data = _faulty_file(rng, label, low, high, kind, copied, SYNTHETIC_MIN_SIDE)
+                    else:
+                        data = _class_file(rng, label, low, high, odd.get(name))
+                    _write(archive, name, data)
                     bar.update()
                 _write(archive, f"PetImages/{CLASSES[label]}/Thumbs.db", _thumbs_db(label))
-        _write(archive, "readme[1].txt", _readme(images_per_class, low, high, pathology_rate, seed))
+        _write(archive, "readme[1].txt", _readme(images_per_class, low, high, pathology_rate, seed, rates))
     return odd

@@ -12,3 +12,11 @@ TRAIN_LOG = ["epoch", "loss", "acc", "val_loss", "val_acc", "learning_rate", "se
 PREDICTIONS = ["path", "actual", "predicted", "confidence", "score"]  # metrics/predictions.csv
 ROC = ["fpr", "tpr", "threshold"]  # metrics/roc.csv
 FILTER_REPORT = ["member", "reason", "detail"]  # metrics/filter_dropped.csv: every member not kept, and why
+
+# data/exclude.csv, in git: archive members a reviewed commit drops from the data. `member` is the archive's
+# name (PetImages/Cat/12.jpg) and `reason` why; `who` and `when` may be left empty.
+EXCLUDE = ["member", "reason", "who", "when"]
+# `catsdogs review`'s candidates (review/candidates.csv): one row per suspect image, ranked within its kind.
+CANDIDATES = ["rank", "kind", "member", "subset", "label", "predicted", "probability", "score", "partner",
+              "partner_subset", "distance"]
+CANDIDATE_KINDS = ("label", "non_pet", "duplicate")  # the values of CANDIDATES' "kind"

@@ -30,9 +30,13 @@ def main(argv=None) -> None:
         s = p.synthetic
         log.info("generating a synthetic archive: %d images per class, sides %d-%d px, seed %d",
                  s.images_per_class, *s.side_range, s.seed)
-        odd = synthetic.generate(args.out, images_per_class=s.images_per_class, side_range=s.side_range,
-                                 pathology_rate=s.pathology_rate, seed=s.seed)
+        odd = synthetic.generate(args.out, **s.model_dump())
         log.info("wrote %s with %d odd files mixed in", args.out, len(odd))
+        faulty = synthetic.faults(**s.model_dump())
+        if faulty:
+            kinds = [kind for kind, _ in faulty.values()]
+            log.info("and with faults for a data review: %s",
+                     ", ".join(f"{kinds.count(k)} {k}" for k in synthetic.FAULTS if k in kinds))
     else:
         log.info("fetching %s", p.url)
         digest = fetch(p.url, args.out, size=p.size, sha256=p.sha256, timeout=p.timeout, retries=p.retries,

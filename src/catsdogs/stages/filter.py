@@ -3,6 +3,8 @@
 Reads members straight from the zip (no extraction first), checks them in parallel, writes the kept ones
 to the cleaned folder and counts what was dropped per reason. `method: decode` keeps exactly what decodes
 to an RGB image with the decoder training uses; `method: jfif` reproduces the tutorial's header check.
+Members listed in the exclusion list (`--exclude`, catsdogs.exclusions) are dropped unread, with reason
+`excluded` and the list's reason as the detail.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from catsdogs import archive as zipped
-from catsdogs import atomic, images, params, tables
+from catsdogs import atomic, exclusions, images, params, tables
 from catsdogs.entry import run_main
 from catsdogs.errors import UserError
 
@@ -98,7 +100,7 @@ def filter_archive(zip_path: Path, members: zipped.Members, out_dir: Path, metho
 
 def summarize(results, ignored, method: str, seconds: float) -> dict:
     classes = sorted({cls for _, cls, _ in results})
-    reasons = [r for r in images.REASONS if (r == "no_jfif") == (method == "jfif")]
+    reasons = [r for r in images.REASONS if r == "excluded" or (r == "no_jfif") == (method == "jfif")]
     kept = [cls for _, cls, reason in results if reason is None]
     return {
         "method": method,
@@ -113,8 +115,11 @@ def summarize(results, ignored, method: str, seconds: float) -> dict:
     }
 
 
-def write_report(path: Path, results, ignored) -> None:
-    dropped = [[name, reason, images.REASONS[reason]] for name, _, reason in sorted(results) if reason is not None]
+def write_report(path: Path, results, ignored, excluded_why: dict[str, str] | None = None) -> None:
+    """Every dropped or ignored member; an excluded one's detail is the reason its list gives."""
+    excluded_why = excluded_why or {}
+    dropped = [[name, reason, excluded_why.get(name, images.REASONS[reason]) if reason == "excluded"
+                else images.REASONS[reason]] for name, _, reason in sorted(results) if reason is not None]
     ignored = [[name, "ignored", why] for name, why in sorted(ignored)]
     atomic.write_csv(path, tables.FILTER_REPORT, dropped + ignored)
 
@@ -126,23 +131,30 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="cleaned image folder")
     parser.add_argument("--metrics", type=Path, required=True, help="counts per class and reason (JSON)")
     parser.add_argument("--report", type=Path, required=True, help="every dropped or ignored member (CSV)")
+    parser.add_argument("--exclude", type=Path, help="the exclusion list (CSV): members to drop, and why")
     args = parser.parse_args(argv)
     p = params.load().filter
 
     start = time.perf_counter()
+    listed = exclusions.read(args.exclude) if args.exclude else []
     with zipped.open_zip(args.archive) as archive:
         members = zipped.list_members(archive)
+    exclusions.check_listed(listed, {name for name, _ in members.images}, args.exclude, args.archive)
+    excluded_why = {e.member: e.reason for e in listed}
+    excluded = [(name, cls, "excluded") for name, cls in members.images if name in excluded_why]
+    members.images = [(name, cls) for name, cls in members.images if name not in excluded_why]
     atomic.remove_leftovers(args.out, args.metrics, args.report)
     with atomic.atomic_dir(args.out) as tmp_out:
         members = zipped.separate_clashes(members, zipped.name_key(tmp_out))
         ignored = members.ignored
         results = filter_archive(args.archive, members, tmp_out, p.method, p.max_pixels or images.MAX_PIXELS, p.workers)
+        results += excluded
         summary = summarize(results, ignored, p.method, time.perf_counter() - start)
         empty = [cls for cls, n in summary["kept_per_class"].items() if n == 0]
         if empty:
             raise UserError(f"{args.archive}: no usable image left in class folder(s) {', '.join(empty)}")
     atomic.write_json(args.metrics, summary)
-    write_report(args.report, results, ignored)
+    write_report(args.report, results, ignored, excluded_why)
 
     log.info(
         "kept %d of %d images (%s), dropped %d: %s; ignored %d other members; %.0f images/s",

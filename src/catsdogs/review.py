@@ -1,0 +1,405 @@
+"""`catsdogs review`: candidates for the exclusion list, found with cleanlab and a perceptual hash.
+
+Three kinds of candidates (tables.CANDIDATE_KINDS), each ranked, most suspect first:
+
+- `label`: the given class is likely wrong. cleanlab's confident learning (`cleanlab.filter.find_label_issues`)
+  on out-of-sample probabilities, ranked by the probability of the given class (self-confidence). The
+  validation subset's come from the evaluate stage (metrics/predictions.csv); the training subset's from a
+  K-fold cross-validation of the pipeline's own model and recipe on the training subset (each image
+  predicted by a model that never saw it): with 2 folds about the cost of the train stage once.
+- `non_pet`: a picture unlike the others. cleanlab's out-of-distribution score
+  (`cleanlab.outlier.OutOfDistribution`: the mean distance to the k nearest neighbours) of every image's
+  embedding, the trained model's pooled features: flagged beyond Q3 + 1.7 IQR of those distances (the
+  rule and threshold of cleanlab's Datalab), ranked by the score. A class model still gives a picture with
+  no pet a confident class, so the probabilities alone miss them. An outlier is listed as `non_pet` only,
+  even when its label is also suspect.
+- `duplicate`: a validation image with a near-duplicate in the training subset (a perceptual hash,
+  `imagehash.phash`, within `max_distance` bits): the model has seen it, so it inflates validation accuracy.
+  Images within the distance are grouped (single linkage); a group is flagged when it spans both subsets,
+  and each of its validation images is listed with its nearest training image as partner.
+
+The report is review/candidates.csv (tables.CANDIDATES) and review/contact_sheet.png. `accept()` appends
+chosen candidates to the exclusion list (catsdogs.exclusions); then `dvc repro` and `dvc metrics diff`.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import getpass
+import json
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from catsdogs import archive, atomic, exclusions, imagecache, params, splits, tables
+from catsdogs.errors import UserError
+
+log = logging.getLogger("review")
+
+CANDIDATES_FILE = "candidates.csv"
+CONTACT_SHEET = "contact_sheet.png"
+SUMMARY_FILE = "summary.json"
+OOD_THRESHOLD = 0.37037  # cleanlab Datalab's default for features: an outlier's kNN distance > Q3 + (1/t - 1) IQR
+OOD_NEIGHBOURS = 30  # more than a few: pictures with no pet look alike, and must not be each other's only neighbours
+MAX_DISTANCE = 6  # phash bits (of 64) within which two images count as near-duplicates
+FOLDS = 2  # cross-validation folds for the training subset
+SHEET_PER_KIND = 12  # candidates of each kind shown on the contact sheet
+
+
+@dataclass
+class Inputs:
+    data: splits.Split
+    val_probs: np.ndarray  # (len(data.val), 2), from the evaluate stage
+
+
+def member(path: str) -> str:
+    """The archive member of a cleaned image ("Cat/1.jpg" -> "PetImages/Cat/1.jpg"): the filter writes each
+    member PetImages/<class>/<file> to the same path under data/clean."""
+    return f"{archive.IMAGES_ROOT}/{path}"
+
+
+def read_inputs(directory: Path, split_file: Path, classes_file: Path, predictions_file: Path) -> Inputs:
+    """The split and the evaluate stage's validation probabilities, checked against each other and against
+    the images (they must be the ones the model was trained and evaluated on)."""
+    try:
+        class_names = json.loads(classes_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{classes_file}: class names not found (run `dvc repro` first)") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{classes_file}: unreadable class names ({exc})") from None
+    if len(class_names) != 2:
+        raise UserError(f"{classes_file}: the review needs two classes, the model has {len(class_names)}")
+    data, digests = splits.read(split_file, class_names)
+    splits.verify(directory, data.paths, digests, split_file)
+    try:
+        with predictions_file.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames != tables.PREDICTIONS:
+                raise UserError(f"{predictions_file}: columns {reader.fieldnames} are not {tables.PREDICTIONS}")
+            score = {row["path"]: float(row["score"]) for row in reader}
+    except FileNotFoundError:
+        raise UserError(f"{predictions_file}: predictions not found (run `dvc repro` first)") from None
+    val_paths = [data.paths[i] for i in data.val]
+    if sorted(score) != sorted(val_paths):
+        raise UserError(f"{predictions_file} does not list exactly the validation images of {split_file}: "
+                        "run `dvc repro` first")
+    p1 = np.asarray([score[p] for p in val_paths])
+    return Inputs(data, np.stack([1 - p1, p1], axis=1))
+
+
+def cross_validated(array: np.ndarray, data: splits.Split, p: params.Params, folds: int, epochs: int,
+                    progress=print) -> np.ndarray:
+    """Out-of-sample class probabilities of the training subset: `folds` models of the pipeline's own
+    architecture, each trained `epochs` epochs on the other folds and predicting its own."""
+    import keras
+
+    from catsdogs import batches, training
+    from catsdogs import model as model_lib
+
+    train = np.asarray(data.train)
+    fold_of = np.random.default_rng([p.seed, 14]).permutation(len(train)) % folds
+    probs = np.zeros((len(train), 2))
+    q = p.model_copy(update={"epochs": epochs})
+    for fold in range(folds):
+        start = time.perf_counter()
+        keras.utils.set_random_seed(p.seed + fold)
+        fit_on, held = train[fold_of != fold], train[fold_of == fold]
+        fit = batches.Batches(array, data.labels, fit_on, p.data.batch_size, shuffle=True, seed=p.seed + fold)
+        model = model_lib.build(p.data.image_size, 2, p.model, training.in_model_augmentation(p), p.seed + fold)
+        model_lib.compile_for(model, 2, training.learning_rate(q, len(fit)))
+        model.fit(fit, epochs=epochs, verbose=0, shuffle=False)
+        held_batches = batches.Batches(array, data.labels, held, p.data.batch_size, shuffle=False, seed=p.seed)
+        probs[fold_of == fold] = model_lib.probabilities(model.predict(held_batches, verbose=0))
+        accuracy = float(np.mean(probs[fold_of == fold].argmax(axis=1) == data.labels[held]))
+        progress(f"fold {fold + 1}/{folds}: trained on {len(fit_on)} images, {len(held)} held out, "
+                 f"accuracy {accuracy:.3f} ({time.perf_counter() - start:.0f} s)")
+        keras.backend.clear_session()
+    return probs
+
+
+def embeddings(model_file: Path, array: np.ndarray, batch_size: int) -> np.ndarray:
+    """Every image's pooled features in the trained model (the input of its last Dense layer)."""
+    import keras
+
+    from catsdogs import batches
+    from catsdogs import model as model_lib
+
+    model = model_lib.load(model_file)
+    pooled = [layer for layer in model.layers if isinstance(layer, keras.layers.GlobalAveragePooling2D)]
+    if not pooled:
+        raise UserError(f"{model_file}: no global pooling layer to take features from")
+    features = keras.Model(model.inputs, pooled[-1].output)
+    everything = batches.Batches(array, np.zeros(len(array), np.int32), np.arange(len(array)), batch_size,
+                                 shuffle=False, seed=0)
+    return np.asarray(features.predict(everything, verbose=0), dtype=np.float32)
+
+
+def label_issues(labels: np.ndarray, probs: np.ndarray):
+    """cleanlab on one subset: (label-issue mask, label quality: the probability of the given class)."""
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    if len(np.unique(labels)) < 2:
+        raise UserError("a subset holds only one class: too few images to review")
+    issues = find_label_issues(labels, probs, filter_by="prune_by_noise_rate", n_jobs=1)
+    return issues, get_label_quality_scores(labels, probs, method="self_confidence")
+
+
+def outliers(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """cleanlab's out-of-distribution score of each image's features (lower: more atypical), and which are
+    outliers by Datalab's rule on the mean kNN distance."""
+    from cleanlab.outlier import OutOfDistribution
+
+    k = min(OOD_NEIGHBOURS, len(features) - 1)
+    ood = OutOfDistribution(params={"k": k})
+    score = ood.fit_score(features=features, verbose=False)
+    distance = -np.log(np.clip(score, 1e-300, 1.0))  # cleanlab's score is exp(-t * mean distance)
+    q1, q3 = np.percentile(distance, [25, 75])
+    return score, distance > q3 + (1 / OOD_THRESHOLD - 1) * (q3 - q1)
+
+
+def perceptual_hashes(directory: Path, paths: list[str]) -> np.ndarray:
+    """imagehash's 64-bit pHash of each image, as uint64, in threads (Pillow releases the GIL)."""
+    import imagehash
+    from PIL import Image
+
+    def phash(path: str) -> int:
+        with Image.open(directory / path) as image:
+            bits = imagehash.phash(image.convert("RGB")).hash.flatten()
+        return int("".join("1" if b else "0" for b in bits), 2)
+
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        return np.asarray(list(pool.map(phash, paths)), dtype=np.uint64)
+
+
+def near_pairs(hashes: np.ndarray, max_distance: int, chunk: int = 512):
+    """(i, j, distance) for every i < j whose hashes differ in at most `max_distance` bits."""
+    found = []
+    for start in range(0, len(hashes), chunk):
+        block = hashes[start : start + chunk, None] ^ hashes[None, :]
+        distance = np.bitwise_count(block)
+        i, j = np.nonzero(distance <= max_distance)
+        keep = j > i + start
+        found += zip((i[keep] + start).tolist(), j[keep].tolist(), distance[i[keep], j[keep]].tolist())
+    return found
+
+
+def groups(n: int, pairs) -> np.ndarray:
+    """Each image's group (single linkage over `pairs`), as the smallest index in it."""
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j, _ in pairs:
+        a, b = root(i), root(j)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    return np.asarray([root(i) for i in range(n)])
+
+
+def find(directory: Path, inputs: Inputs, train_probs: np.ndarray, features: np.ndarray, hashes: np.ndarray,
+         max_distance: int = MAX_DISTANCE) -> tuple[list[dict], dict]:
+    """The candidate rows (tables.CANDIDATES) and a summary with counts."""
+    data = inputs.data
+    names = data.class_names
+    rows: dict[str, list[dict]] = {kind: [] for kind in tables.CANDIDATE_KINDS}
+    summary: dict = {"images": len(data.paths), "train": len(data.train), "validation": len(data.val)}
+    ood, atypical = outliers(features)
+    for subset, indices, probs in (("train", data.train, train_probs), ("validation", data.val, inputs.val_probs)):
+        labels = data.labels[indices]
+        issues, quality = label_issues(labels, probs)
+        summary[f"{subset}_accuracy"] = round(float(np.mean(probs.argmax(axis=1) == labels)), 4)
+        for n, i in enumerate(indices):
+            row = {"member": member(data.paths[i]), "subset": subset, "label": names[labels[n]],
+                   "predicted": names[int(probs[n].argmax())], "probability": f"{probs[n].max():.4f}",
+                   "partner": "", "partner_subset": "", "distance": ""}
+            if atypical[i]:  # first: a picture with no pet has no right label either
+                rows["non_pet"].append(row | {"kind": "non_pet", "score": f"{ood[i]:.6g}"})
+            elif issues[n]:
+                rows["label"].append(row | {"kind": "label", "score": f"{quality[n]:.4f}"})
+
+    pairs = near_pairs(hashes, max_distance)
+    group = groups(len(data.paths), pairs)
+    subset_of = np.empty(len(data.paths), dtype=object)
+    subset_of[data.train], subset_of[data.val] = "train", "validation"
+    nearest: dict[int, tuple[int, int]] = {}  # validation image -> (distance, nearest training image)
+    for i, j, distance in pairs:
+        for a, b in ((i, j), (j, i)):
+            if subset_of[a] == "validation" and subset_of[b] == "train" and (distance, b) < nearest.get(a, (65, 0)):
+                nearest[a] = (distance, b)
+    spanning = {g for g in np.unique(group) if {"train", "validation"} <= set(subset_of[group == g])}
+    val_label = dict(zip(data.val.tolist(), inputs.val_probs))
+    for a, (distance, b) in nearest.items():
+        if group[a] in spanning:
+            probs = val_label[a]
+            rows["duplicate"].append({
+                "kind": "duplicate", "member": member(data.paths[a]), "subset": "validation",
+                "label": names[data.labels[a]], "predicted": names[int(probs.argmax())],
+                "probability": f"{probs.max():.4f}", "score": str(distance), "partner": member(data.paths[b]),
+                "partner_subset": "train", "distance": str(distance)})
+    summary["near_duplicate_pairs"] = len(pairs)
+    summary["near_duplicate_groups"] = int(sum(np.bincount(group) > 1))
+    summary["groups_spanning_subsets"] = len(spanning)
+
+    ranked = []
+    for kind, key in (("label", lambda r: (float(r["score"]), r["member"])),
+                      ("non_pet", lambda r: (float(r["score"]), r["member"])),
+                      ("duplicate", lambda r: (int(r["distance"]), r["member"]))):
+        for rank, row in enumerate(sorted(rows[kind], key=key), start=1):
+            ranked.append(row | {"rank": rank})
+        summary[f"{kind}_candidates"] = len(rows[kind])
+    return ranked, summary
+
+
+def contact_sheet(rows: list[dict], directory: Path, path: Path, per_kind: int = SHEET_PER_KIND) -> None:
+    """The top candidates of each kind, one row of the sheet per kind: the image with its given label and
+    predicted probability; a duplicate beside its training partner."""
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    from catsdogs import figures
+
+    columns = 6
+    cells: list[tuple[str | None, str]] = []  # (cleaned path or None, title); rows of `columns` cells
+    for kind in tables.CANDIDATE_KINDS:
+        top = [r for r in rows if r["kind"] == kind][:per_kind]
+        kind_cells = []
+        for r in top:
+            if kind == "duplicate":
+                kind_cells += [(r["member"], f"#{r['rank']} val {_short(r['member'])}\n{r['label']}, "
+                                             f"{r['distance']} bits from"),
+                               (r["partner"], f"train {_short(r['partner'])}")]
+            else:
+                kind_cells.append((r["member"], f"#{r['rank']} {kind} {_short(r['member'])}\nfiled {r['label']}, "
+                                                f"p({r['predicted']})={float(r['probability']):.2f}"))
+        if not kind_cells:
+            kind_cells = [(None, f"no {kind} candidate")]
+        kind_cells += [(None, "")] * (-len(kind_cells) % columns)
+        cells += kind_cells
+    grid_rows = len(cells) // columns
+    fig = Figure(figsize=(2.2 * columns, 2.5 * grid_rows + 0.5), layout="constrained")
+    for ax, (name, title) in zip(fig.subplots(grid_rows, columns, squeeze=False).flat, cells):
+        ax.axis("off")
+        if name:
+            with Image.open(directory / _short(name)) as image:
+                ax.imshow(np.asarray(image.convert("RGB")))
+        ax.set_title(title, fontsize=8)
+    fig.suptitle("catsdogs review: top candidates per kind (label, non_pet, duplicate)")
+    figures.save(fig, path)
+
+
+def _short(name: str) -> str:
+    return name.split("/", 1)[1]
+
+
+def run(directory: Path, split_file: Path, classes_file: Path, predictions_file: Path, model_file: Path, out: Path,
+        image_cache: Path, folds: int | None = None, epochs: int | None = None,
+        max_distance: int | None = None) -> dict:
+    """The whole review: writes out/candidates.csv, out/contact_sheet.png, out/summary.json."""
+    from catsdogs import backend
+
+    p = params.load()
+    for package, name in (("cleanlab", "cleanlab"), ("imagehash", "ImageHash")):
+        try:
+            __import__(package)
+        except ImportError:
+            raise UserError(f"{name} is not installed: pip install -e '.[review]' (see README)") from None
+    folds = FOLDS if folds is None else folds
+    max_distance = MAX_DISTANCE if max_distance is None else max_distance
+    if folds < 2:
+        raise UserError(f"--folds {folds}: cross-validation needs at least 2 folds")
+    epochs = epochs or p.epochs
+    timings = {}
+    start = time.perf_counter()
+    inputs = read_inputs(directory, split_file, classes_file, predictions_file)
+    backend.select(p.train.backend)
+    array = imagecache.load(directory, inputs.data.paths, p.data.image_size, image_cache, p.data.cache_mode)
+    timings["read_and_decode"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    log.info("cross-validating the training subset: %d folds, %d epochs each", folds, epochs)
+    train_probs = cross_validated(array, inputs.data, p, folds, epochs, progress=log.info)
+    timings["cross_validation"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    features = embeddings(model_file, array, p.data.batch_size)
+    timings["embeddings"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    hashes = perceptual_hashes(directory, inputs.data.paths)
+    timings["hashing"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    rows, summary = find(directory, inputs, train_probs, features, hashes, max_distance)
+    timings["cleanlab_and_pairs"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    atomic.write_csv(out / CANDIDATES_FILE, tables.CANDIDATES, ([r[c] for c in tables.CANDIDATES] for r in rows))
+    contact_sheet(rows, directory, out / CONTACT_SHEET)
+    timings["report"] = time.perf_counter() - start
+    summary |= {"folds": folds, "epochs": epochs, "max_distance": max_distance,
+                "seconds": {k: round(v, 2) for k, v in timings.items()}}
+    summary["seconds_per_image"] = round(sum(timings.values()) / max(1, len(inputs.data.paths)), 5)
+    atomic.write_json(out / SUMMARY_FILE, summary)
+    return summary
+
+
+# --- accepting candidates -------------------------------------------------------------------------------
+
+def read_candidates(path: Path) -> list[dict]:
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames != tables.CANDIDATES:
+                raise UserError(f"{path}: columns {reader.fieldnames} are not {tables.CANDIDATES}: "
+                                "run `catsdogs review` again")
+            return list(reader)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no review report (run `catsdogs review` first)") from None
+
+
+def reason(row: dict) -> str:
+    """The exclusion list's reason for an accepted candidate: its kind and the evidence."""
+    if row["kind"] == "duplicate":
+        return f"duplicate: near-duplicate of {row['partner']} ({row['partner_subset']}, {row['distance']} bits)"
+    return f"{row['kind']}: filed as {row['label']}, p({row['predicted']})={row['probability']}"
+
+
+def accept(candidates: Path, exclude: Path, members: list[str], top: int | None, kinds: list[str] | None,
+           who: str | None = None) -> tuple[list, list]:
+    """Append the chosen candidates to the exclusion list: the named `members` (each must be in the report),
+    and/or the first `top` of each of `kinds` (all kinds by default)."""
+    rows = read_candidates(candidates)
+    by_member = {}
+    for row in rows:
+        by_member.setdefault(row["member"], row)
+    chosen = []
+    for name in members:
+        if name not in by_member:
+            raise UserError(f"{name} is not a candidate in {candidates} (members look like PetImages/Cat/1.jpg); "
+                            f"to exclude another image, add it to {exclude} by hand")
+        chosen.append(by_member[name])
+    if top is not None:
+        wanted = kinds or list(tables.CANDIDATE_KINDS)
+        chosen += [r for r in rows if r["kind"] in wanted and int(r["rank"]) <= top]
+    who = who if who is not None else _user()
+    today = datetime.date.today().isoformat()
+    return exclusions.append(exclude, [exclusions.Exclusion(r["member"], reason(r), who, today) for r in chosen])
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in this environment
+        return ""
