@@ -1,12 +1,15 @@
-"""The `catsdogs` command: predictions on new photos, and the offline demo."""
+"""The `catsdogs` command: predictions on new photos, the offline demo, and the best experiment."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
+from catsdogs import experiments
 from catsdogs.entry import run_main
+from catsdogs.errors import UserError
 
 
 def _predict(args) -> int:
@@ -30,6 +33,32 @@ def _demo(args) -> int:
     return run(args.config, list(args.dvc_args))
 
 
+def _best(args) -> int:
+    found = experiments.show(Path.cwd())
+    if not found:
+        raise UserError("no experiments to rank: run some with `dvc exp run` (docs/workflows.md#sweeps)")
+    metric = experiments.resolve(found, args.metric)
+    ranked, unranked = experiments.rank(found, metric, args.lower)
+    lower = experiments.lower_is_better(metric) if args.lower is None else args.lower
+    if ranked:
+        print(f"{len(ranked)} experiment(s) ranked by {metric} ({'lower' if lower else 'higher'} is better), "
+              f"ties by the lower {experiments.TIE_BREAK}; the top {min(args.top, len(ranked))}:")
+        print(experiments.table(ranked, metric, args.top))
+    for exp, reason in unranked:
+        print(f"not ranked: {exp.name} ({reason})")
+    if not ranked:
+        raise UserError("no finished experiment to rank yet")
+    best = ranked[0]
+    print(f"best: {best.name}")
+    if args.apply:
+        experiments.dvc("exp", "apply", best.name, cwd=Path.cwd())
+        print(f"applied {best.name} to the workspace (dvc exp apply)")
+    if args.branch:
+        experiments.dvc("exp", "branch", best.name, args.branch, cwd=Path.cwd())
+        print(f"branch {args.branch} holds {best.name} (dvc exp branch)")
+    return 0
+
+
 @run_main
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="catsdogs", description=__doc__)
@@ -46,6 +75,19 @@ def main(argv=None) -> None:
     demo.add_argument("--config", default="configs/demo.yaml", help="the params that differ from params.yaml")
     demo.add_argument("dvc_args", nargs=argparse.REMAINDER, help="more `dvc exp run` arguments, after --")
     demo.set_defaults(func=_demo)
+
+    best = commands.add_parser("best", help="rank the experiments by a metric; apply or branch the best")
+    best.add_argument("--metric", default=experiments.DEFAULT_METRIC,
+                      help="path:key, or a key found in one metrics file (default: %(default)s)")
+    order = best.add_mutually_exclusive_group()
+    order.add_argument("--min", dest="lower", action="store_true", default=None, help="lower is better "
+                       "(the default for a loss or seconds)")
+    order.add_argument("--max", dest="lower", action="store_false", help="higher is better (the default otherwise)")
+    best.add_argument("--top", type=int, default=experiments.TOP, help="how many to print (default: %(default)s)")
+    act = best.add_mutually_exclusive_group()
+    act.add_argument("--apply", action="store_true", help="bring the best into the workspace (dvc exp apply)")
+    act.add_argument("--branch", metavar="NAME", help="make a git branch of the best (dvc exp branch)")
+    best.set_defaults(func=_best)
 
     args = parser.parse_args(argv)
     raise SystemExit(args.func(args))
