@@ -82,4 +82,4 @@ def test_best_without_experiments_says_so(repo):
     result = run(sys.executable, "-m", "catsdogs.cli", "best", cwd=repo, check=False)
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        "error: no experiments to rank: run some with `dvc exp run` (docs/workflows.md#sweeps)")
+        "error: no experiments to rank: run some with `dvc exp run` (docs/workflows.md#sweeps-and-the-best-run)")

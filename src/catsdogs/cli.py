@@ -36,7 +36,8 @@ def _demo(args) -> int:
 def _best(args) -> int:
     found = experiments.show(Path.cwd())
     if not found:
-        raise UserError("no experiments to rank: run some with `dvc exp run` (docs/workflows.md#sweeps)")
+        raise UserError("no experiments to rank: run some with `dvc exp run` "
+                        "(docs/workflows.md#sweeps-and-the-best-run)")
     metric = experiments.resolve(found, args.metric)
     ranked, unranked = experiments.rank(found, metric, args.lower)
     lower = experiments.lower_is_better(metric) if args.lower is None else args.lower
