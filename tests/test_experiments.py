@@ -54,7 +54,7 @@ def test_the_table_shows_the_params_that_differ():
     ranked, _ = experiments.rank(FOUND, ACC)
     lines = experiments.table(ranked, ACC, top=2).splitlines()
     assert lines[0].split() == ["rank", "experiment", "accuracy", "loss", "train.learning_rate"]  # not epochs
-    assert lines[1].split() == ["1", "best", "0.9500", "0.5000", "0.0003"]
+    assert lines[1].split() == ["1", "best", "0.95", "0.5", "0.0003"]
     assert len(lines) == 3
 
 

@@ -119,7 +119,7 @@ def table(ranked: list[Experiment], metric: str, top: int) -> str:
     params = differing_params(ranked)
     header = ["rank", "experiment", *columns, *params]
     rows = [[str(i), exp.name,
-             *(f"{exp.metrics[m]:.4f}" if m in exp.metrics else "-" for m in [metric, TIE_BREAK][:len(columns)]),
+             *(f"{exp.metrics[m]:.4g}" if m in exp.metrics else "-" for m in [metric, TIE_BREAK][:len(columns)]),
              *(str(exp.params.get(p, "-")) for p in params)]
             for i, exp in enumerate(shown, 1)]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
