@@ -9,7 +9,6 @@ from pathlib import Path
 
 from catsdogs import experiments
 from catsdogs.entry import run_main
-from catsdogs.errors import UserError
 
 
 def _predict(args) -> int:
@@ -34,30 +33,7 @@ def _demo(args) -> int:
 
 
 def _best(args) -> int:
-    found = experiments.show(Path.cwd())
-    if not found:
-        raise UserError("no experiments to rank: run some with `dvc exp run` "
-                        "(docs/workflows.md#sweeps-and-the-best-run)")
-    metric = experiments.resolve(found, args.metric)
-    ranked, unranked = experiments.rank(found, metric, args.lower)
-    lower = experiments.lower_is_better(metric) if args.lower is None else args.lower
-    if ranked:
-        print(f"{len(ranked)} experiment(s) ranked by {metric} ({'lower' if lower else 'higher'} is better), "
-              f"ties by the lower {experiments.TIE_BREAK}; the top {min(args.top, len(ranked))}:")
-        print(experiments.table(ranked, metric, args.top))
-    for exp, reason in unranked:
-        print(f"not ranked: {exp.name} ({reason})")
-    if not ranked:
-        raise UserError("no finished experiment to rank yet")
-    best = ranked[0]
-    print(f"best: {best.name}")
-    if args.apply:
-        experiments.dvc("exp", "apply", best.name, cwd=Path.cwd())
-        print(f"applied {best.name} to the workspace (dvc exp apply)")
-    if args.branch:
-        experiments.dvc("exp", "branch", best.name, args.branch, cwd=Path.cwd())
-        print(f"branch {args.branch} holds {best.name} (dvc exp branch)")
-    return 0
+    return experiments.best(Path.cwd(), args.metric, args.lower, args.top, apply=args.apply, branch=args.branch)
 
 
 @run_main

@@ -125,3 +125,32 @@ def table(ranked: list[Experiment], metric: str, top: int) -> str:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
                      for row in [header, *rows])
+
+
+def best(repo: Path, metric: str = DEFAULT_METRIC, lower: bool | None = None, top: int = TOP,
+         apply: bool = False, branch: str | None = None) -> int:
+    """`catsdogs best`: print the ranking; `dvc exp apply` or `dvc exp branch` the best. Exit code 0."""
+    found = show(repo)
+    if not found:
+        raise UserError("no experiments to rank: run some with `dvc exp run` "
+                        "(docs/workflows.md#sweeps-and-the-best-run)")
+    metric = resolve(found, metric)
+    lower = lower_is_better(metric) if lower is None else lower
+    ranked, unranked = rank(found, metric, lower)
+    if ranked:
+        print(f"{len(ranked)} experiment(s) ranked by {metric} ({'lower' if lower else 'higher'} is better), "
+              f"ties by the lower {TIE_BREAK}; the top {min(top, len(ranked))}:")
+        print(table(ranked, metric, top))
+    for exp, reason in unranked:
+        print(f"not ranked: {exp.name} ({reason})")
+    if not ranked:
+        raise UserError("no finished experiment to rank yet")
+    winner = ranked[0]
+    print(f"best: {winner.name}")
+    if apply:
+        dvc("exp", "apply", winner.name, cwd=repo)
+        print(f"applied {winner.name} to the workspace (dvc exp apply)")
+    if branch:
+        dvc("exp", "branch", winner.name, branch, cwd=repo)
+        print(f"branch {branch} holds {winner.name} (dvc exp branch)")
+    return 0
