@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 
 import keras
 import numpy as np
@@ -139,3 +140,30 @@ def test_the_interval_comes_from_the_environment(monkeypatch):
     assert monitor.Progress(BATCH).interval == monitor.PROGRESS_SECONDS == 30
     monkeypatch.setenv(monitor.PROGRESS_SECONDS_VARIABLE, "0.5")
     assert monitor.Progress(BATCH).interval == 0.5
+
+
+class SlowStep(keras.callbacks.Callback):
+    """One step of the first epoch takes `seconds` longer, like a step of a large model on a CPU."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 1 and not getattr(self, "done", False):
+            self.done = True
+            time.sleep(self.seconds)
+
+
+def test_a_step_longer_than_the_interval_still_gets_its_lines(tmp_path):
+    stream = io.StringIO()
+    start = time.monotonic()
+    fit(tmp_path / "work", tmp_path / "live",
+        progress=[SlowStep(1.5), monitor.Progress(BATCH, 1, stream=stream, interval=0.3)])
+    seconds = time.monotonic() - start
+    lines = stream.getvalue().splitlines()
+    during = [line for line in lines if line.startswith("epoch 1/4: step 1/4,")]
+    assert len(during) >= 3, lines  # printed by the watchdog while step 2 ran
+    assert all(LINE.match(line) or "validation" in line or "waiting for the first step (it compiles)" in line
+               for line in lines), lines
+    assert len(lines) <= seconds / 0.3 + 1  # never more often than the interval

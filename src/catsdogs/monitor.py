@@ -11,7 +11,9 @@ import datetime
 import logging
 import os
 import sys
+import threading
 import time
+import weakref
 from pathlib import Path
 
 import keras
@@ -95,12 +97,13 @@ def duration(seconds: float) -> str:
 
 
 class Progress(keras.callbacks.Callback):
-    """Progress inside an epoch. On a terminal, a live bar (tqdm); elsewhere, a line at most every
-    PROGRESS_SECONDS, during training and during the validation pass:
+    """Progress inside an epoch. On a terminal, a live bar (tqdm). Elsewhere, a line every PROGRESS_SECONDS
+    (never more often), during training and during the validation pass, even while one step takes longer:
 
         epoch 3/25: step 120/146, 951 images/s, loss 0.4321; ETA 0:00:27 for the epoch, 0:05:13 for the run
 
-    Reading the running loss waits for the device, so it is read only when shown."""
+    A line is printed at the end of a step once the interval has passed, or by a watchdog thread while a
+    step runs on. The running loss is read only when shown (reading it waits for the device)."""
 
     def __init__(self, batch_size: int, validation_steps: int | None = None, stream=None,
                  interval: float | None = None):
@@ -112,17 +115,29 @@ class Progress(keras.callbacks.Callback):
             self.interval = float(os.environ[PROGRESS_SECONDS_VARIABLE])
         self.bar = None
         self.epoch_seconds: list[float] = []
+        self.lock = threading.Lock()
+        self.done, self.logs, self.validating = 0, None, None
 
     def terminal(self) -> bool:
         return hasattr(self.stream, "isatty") and self.stream.isatty()
 
     def on_train_begin(self, logs=None):
         self.last_line = time.monotonic()
+        self.epoch, self.epochs, self.steps = 0, self.params["epochs"], self.params.get("steps")
+        self.start = self.last_line
+        self.first_step_end = None
+        self.stop = threading.Event()
+        if not self.terminal() and self.interval > 0:
+            threading.Thread(target=watchdog, args=(weakref.ref(self), self.stop, min(self.interval, 1.0)),
+                             name="progress", daemon=True).start()
+
+    def on_train_end(self, logs=None):
+        self.stop.set()
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch, self.epochs, self.steps = epoch, self.params["epochs"], self.params.get("steps")
-        self.start = time.monotonic()
-        self.first_step_end = None
+        with self.lock:
+            self.epoch, self.start, self.first_step_end = epoch, time.monotonic(), None
+            self.done, self.logs, self.validating = 0, None, None
         if self.terminal():
             from tqdm import tqdm
 
@@ -143,20 +158,40 @@ class Progress(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         now = time.monotonic()
-        done = batch + 1
-        if self.first_step_end is None:
-            self.first_step_end = now
+        with self.lock:
+            self.done, self.logs = batch + 1, logs
+            if self.first_step_end is None:
+                self.first_step_end = now
         if self.bar is not None:
-            self.bar.update(done - self.bar.n)
+            self.bar.update(self.done - self.bar.n)
             if now - self.last_line >= 1.0:
                 self.last_line = now
-                self.bar.set_postfix_str(self.status(done, now, logs), refresh=False)
+                self.bar.set_postfix_str(self.status(self.done, now, logs), refresh=False)
         elif now - self.last_line >= self.interval:
+            self.line(now)
+
+    def on_test_batch_end(self, batch, logs=None):
+        with self.lock:
+            self.validating = batch + 1
+        now = time.monotonic()
+        if self.bar is None and now - self.last_line >= self.interval:
+            self.line(now)
+
+    def line(self, now: float) -> None:
+        """One progress line from the state the last step left (called by the training thread or the
+        watchdog, never both at once)."""
+        with self.lock:
             self.last_line = now
-            epoch_left, run_left = self.etas(done, now)
-            print(f"epoch {number(self.epoch)}/{self.epochs}: step {done}/{self.steps or '?'}, "
-                  f"{self.status(done, now, logs)}; ETA {duration(epoch_left)} for the epoch, "
-                  f"{duration(run_left)} for the run", file=self.stream, flush=True)
+            epoch = f"epoch {number(self.epoch)}/{self.epochs}"
+            if self.validating is not None:
+                text = f"{epoch}: validation, step {self.validating}/{self.validation_steps or '?'}"
+            elif self.done == 0:
+                text = f"{epoch}: step 0/{self.steps or '?'}, waiting for the first step (it compiles)"
+            else:
+                epoch_left, run_left = self.etas(self.done, now)
+                text = (f"{epoch}: step {self.done}/{self.steps or '?'}, {self.status(self.done, now, self.logs)}; "
+                        f"ETA {duration(epoch_left)} for the epoch, {duration(run_left)} for the run")
+        print(text, file=self.stream, flush=True)
 
     def status(self, done: int, now: float, logs) -> str:
         speed = self.batch_size / self.seconds_per_step(done, now)
@@ -166,15 +201,24 @@ class Progress(keras.callbacks.Callback):
             text += f", run ETA {duration(self.etas(done, now)[1])}"
         return text
 
-    def on_test_batch_end(self, batch, logs=None):
-        now = time.monotonic()
-        if self.bar is None and now - self.last_line >= self.interval:
-            self.last_line = now
-            print(f"epoch {number(self.epoch)}/{self.epochs}: validation, step {batch + 1}/"
-                  f"{self.validation_steps or '?'}", file=self.stream, flush=True)
-
     def on_epoch_end(self, epoch, logs=None):
         self.epoch_seconds.append(time.monotonic() - self.start)
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def watchdog(progress_ref, stop: threading.Event, tick: float) -> None:
+    """Prints a progress line whenever the interval has passed without one: while a long step runs. Ends
+    with training, or once the callback is gone (a `fit` that raised)."""
+    while not stop.wait(tick):
+        progress = progress_ref()
+        if progress is None:
+            return
+        now = time.monotonic()
+        if now - progress.last_line >= progress.interval:
+            try:
+                progress.line(now)
+            except Exception:  # noqa: BLE001 - progress must never disturb training
+                pass
+        del progress
