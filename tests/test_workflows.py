@@ -329,7 +329,8 @@ def test_a_sweep_with_dvc_grammar_then_catsdogs_best_applies_and_branches_the_be
     git(work, "checkout", "--", ".")
     dvc("checkout", "--force", cwd=work)
 
-    assert best(work, "--branch", "best-run").stdout.splitlines()[-1] == f"branch best-run holds {ranking[0]} (dvc exp branch)"
+    branched = best(work, "--branch", "best-run").stdout.splitlines()
+    assert branched[-1] == f"branch best-run holds {ranking[0]} (dvc exp branch)"
     assert yaml.safe_load(git(work, "show", "best-run:params.yaml")) == winner["params"]["params.yaml"]["data"]
     assert json.loads(git(work, "show", "best-run:metrics/train/metrics.json")) == (
         winner["metrics"]["metrics/train/metrics.json"]["data"])

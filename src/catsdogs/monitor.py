@@ -8,7 +8,6 @@ around `dvclive.Live`.
 from __future__ import annotations
 
 import datetime
-import logging
 import os
 import sys
 import threading
@@ -21,8 +20,6 @@ import psutil
 
 from catsdogs import livelog, tables
 from catsdogs.training import number
-
-log = logging.getLogger("train")
 
 # Off a terminal (DVC's output in a file, CI, `dvc queue logs`), one progress line at most this often.
 PROGRESS_SECONDS = 30.0
@@ -56,7 +53,8 @@ class LiveLog(keras.callbacks.Callback):
         if self.live is None:
             livelog.prune(self.dir, number(epoch))
             self.live = livelog.open_live(self.dir)
-        self.machine_start, self.process_start, self.start = psutil.cpu_times(), self._process_cpu(), time.perf_counter()
+        self.machine_start, self.process_start = psutil.cpu_times(), self._process_cpu()
+        self.start = time.perf_counter()
 
     def _process_cpu(self) -> float:
         t = self.process.cpu_times()
@@ -81,7 +79,7 @@ class LiveLog(keras.callbacks.Callback):
         values = {name: float(logs[name]) for name in tables.EPOCH_METRICS} | self.system()
         self.live.step = number(epoch)
         for name, value in values.items():
-            self.live.log_metric(name, round(value, 6))
+            self.live.log_metric(name, float(f"{value:.7g}"))  # 7 digits: a float32's
         rows = livelog.read_history(self.dir)
         self.live.summary = livelog.summarize(rows, self.train_images)
         self.live.next_step()  # writes metrics.json with `step`, tells the VS Code extension and Studio
