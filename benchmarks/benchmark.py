@@ -29,7 +29,6 @@ its peak RSS (the memory target is about the data: the decoded uint8 array and t
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -45,6 +44,8 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+from catsdogs import livelog  # noqa: E402 - the project's sources, as for the runs below
 # the project's sources first, then whatever PYTHONPATH already holds (packages installed with --target)
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", DVC_NO_ANALYTICS="1",
            PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
@@ -104,7 +105,7 @@ def prepare(folder: Path, args, images_per_class: int, size: int, epochs: int, p
 
 
 TRAIN_ARGS = ["--model", "model.keras", "--classes", "classes.json", "--split", "split.csv",
-              "--checkpoints", "checkpoints", "--log", "train_log.csv", "--metrics", "train.json", "--cache", "cache", "--work", "work",
+              "--checkpoints", "checkpoints", "--live", "live", "--image-cache", "cache", "--work", "work",
               "--jax-cache", "jax"]
 
 
@@ -210,9 +211,8 @@ def run_variant(variant: str, work: Path, folder: Path) -> dict:
 
 def run_train_stage(work: Path, folder: Path) -> dict:
     _, peak_rss = run_measured("catsdogs.stages.train", [str(folder), *TRAIN_ARGS], work)
-    summary = json.loads((work / "train.json").read_text())
-    with open(work / "train_log.csv") as f:
-        seconds = [float(row["train_seconds"]) for row in csv.DictReader(f)]
+    summary = livelog.read_summary(work / "live")
+    seconds = [row["train_seconds"] for row in livelog.read_history(work / "live")]
     return {"images_per_second": summary["train_images_per_second"],
             "seconds_per_epoch": statistics.median(seconds[1:] or seconds), "peak_rss_gb": peak_rss,
             "val_acc": summary["final"]["val_acc"]}

@@ -23,11 +23,13 @@ import yaml
 from conftest import ENV, ROOT, TINY_TRAINING, committed_params, stage_command
 from PIL import Image
 
-from catsdogs import tables
+from catsdogs import livelog, tables
 from catsdogs.errors import UserError
 
-EXPECTED = ["metrics/train.json", "metrics/train_log.csv", "models/checkpoints/save_at_1.keras",
-            "models/checkpoints/save_at_2.keras", "models/classes.json", "models/model.keras", "models/split.csv"]
+EXPECTED = sorted(["metrics/train/metrics.json", "models/checkpoints/save_at_1.keras",
+                  "models/checkpoints/save_at_2.keras", "models/classes.json", "models/model.keras", "models/split.csv",
+                  *(livelog.history_file(Path("metrics/train"), name).as_posix()
+                    for name in tables.EPOCH_METRICS + tables.SYSTEM_METRICS)])
 IMAGES = {"Cat": 30, "Dog": 29}  # 59 images: 48 for training (3 batches of 16), 11 for validation
 TWO_TF_DEVICES = """
 import sys
@@ -109,18 +111,17 @@ def outputs(folder: Path) -> list[str]:
 
 
 def summary(folder: Path) -> dict:
-    return json.loads((folder / "metrics/train.json").read_text())
+    return livelog.read_summary(folder / "metrics/train")
 
 
 def assert_valid(folder: Path) -> None:
     s = summary(folder)
-    assert s["epochs"] == 2 and s["train_images_per_second"] > 0
+    assert s["step"] == 2 and s["train_images_per_second"] > 0
     for key in ("final", "best"):
         assert 0 <= s[key]["acc"] <= 1 and 0 <= s[key]["val_acc"] <= 1
         assert 0 < s[key]["loss"] < 10 and 0 < s[key]["val_loss"] < 10
     assert json.loads((folder / "models/classes.json").read_text()) == ["Cat", "Dog"]
-    log = (folder / "metrics/train_log.csv").read_text().splitlines()
-    assert log[0].split(",") == tables.TRAIN_LOG and [row.split(",")[0] for row in log[1:]] == ["1", "2"]
+    assert [row["epoch"] for row in livelog.read_history(folder / "metrics/train")] == [1, 2]
     assert not any((folder / ".cache/train").iterdir())  # the finished run's work folder is gone
 
 

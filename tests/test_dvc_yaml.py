@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from catsdogs import tables
+from catsdogs import livelog, tables
 from conftest import ROOT
 
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
@@ -69,8 +69,11 @@ def test_the_check_follows_imports_inside_functions(tmp_path):
 
 
 def test_plots_read_columns_the_stages_write():
-    written = {"metrics/train_log.csv": tables.TRAIN_LOG, "metrics/predictions.csv": tables.PREDICTIONS,
-               "metrics/roc.csv": tables.ROC}
+    live = DVC_YAML["stages"]["train"]["cmd"].split("--live ")[1].split()[0]
+    assert {live: {"cache": False}} in DVC_YAML["stages"]["train"]["outs"]
+    written = {"metrics/predictions.csv": tables.PREDICTIONS, "metrics/roc.csv": tables.ROC}
+    for name in tables.EPOCH_METRICS + tables.SYSTEM_METRICS:  # DVCLive's history files
+        written[livelog.history_file(Path(live), name).as_posix()] = [livelog.STEP, livelog.column(name)]
     for plot in DVC_YAML["plots"]:
         if isinstance(plot, str):
             continue
@@ -78,3 +81,12 @@ def test_plots_read_columns_the_stages_write():
         for path, columns in spec["y"].items():
             columns = [columns] if isinstance(columns, str) else columns
             assert set(columns) | {spec["x"]} <= set(written[path]), f"plot {name} reads a column {path} lacks"
+
+
+def test_metrics_lead_with_the_training_summary_then_evaluation_then_exports_then_the_filter():
+    """`dvc exp show` lists metric files in the order DVC collects them: the stages' own `metrics:` first,
+    then the top-level list. The stages declare none, so the top-level order is the table's."""
+    assert not [name for name, stage in DVC_YAML["stages"].items() if "metrics" in stage]
+    live = DVC_YAML["stages"]["train"]["cmd"].split("--live ")[1].split()[0]
+    assert DVC_YAML["metrics"] == [f"{live}/{livelog.SUMMARY}", "metrics/metrics.json", "metrics/export.json",
+                                   "metrics/filter.json"]

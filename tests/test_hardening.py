@@ -26,7 +26,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from catsdogs import archive, images, synthetic
+from catsdogs import archive, images, livelog, synthetic
 from catsdogs.demo import merge
 from catsdogs.errors import UserError
 from conftest import ENV, ROOT, TINY_TRAINING, committed_params, stage_command
@@ -426,17 +426,23 @@ def test_ctrl_c_during_training_exits_130_and_writes_no_output(tmp_path: Path):
         "epochs": 1000, "data": {"image_size": [16, 16], "batch_size": 8, "cache_mode": "memory"},
         "train": {"backend": "tensorflow"}}))
     process = start_stage("train", tmp_path)
-    wait_for(process, lambda: any(tmp_path.glob(".cache/train/*/checkpoints/save_at_1.keras")), timeout=120)
+    wait_for(process, lambda: any(tmp_path.glob(".cache/train/*/checkpoints/save_at_1.keras"))
+             and (tmp_path / "metrics/train/metrics.json").exists(), timeout=120)
     os.killpg(process.pid, signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
 
     assert process.returncode == 130, stderr[-3000:]
     assert stderr.rstrip().endswith("interrupted: nothing half-written was left behind")
     assert "Traceback" not in stderr
-    for output in ("models/model.keras", "models/classes.json", "models/checkpoints", "metrics/train_log.csv",
-                   "metrics/train.json"):
+    for output in ("models/model.keras", "models/classes.json", "models/checkpoints"):
         assert not (tmp_path / output).exists(), output
-    assert not (tmp_path / "models").exists() and not (tmp_path / "metrics").exists()  # no temporary files either
+    assert not (tmp_path / "models").exists()  # no temporary files either
+    # the live log keeps the epochs that finished: the curve of the interrupted run, in whole files
+    assert [p.name for p in (tmp_path / "metrics").iterdir()] == ["train"]
+    finished = livelog.read_history(tmp_path / "metrics/train")
+    assert finished and [row["epoch"] for row in finished] == list(range(1, len(finished) + 1))
+    assert livelog.read_summary(tmp_path / "metrics/train")["step"] == len(finished)
+    assert not [p for p in (tmp_path / "metrics").rglob("*") if ".tmp" in p.name]
     # The run in progress is kept to resume from, and its checkpoints are whole files.
     [work] = (tmp_path / ".cache/train").iterdir()
     checkpoints = sorted((work / "checkpoints").iterdir())

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 import yaml
 
-from catsdogs import images, synthetic
+from catsdogs import images, livelog, synthetic, tables
 from conftest import TINY_DATA, TINY_TRAINING, dvc, run, set_params
 
 ARCHIVE = "data/raw/kagglecatsanddogs_5340.zip"
@@ -78,15 +78,17 @@ def test_whole_pipeline_then_an_experiment(repo, tmp_path):
     assert 0 <= m["accuracy"] <= 1 and 0 <= m["roc_auc"] <= 1 and m["loss"] > 0
     assert m["images"] == int(0.2 * json.loads((repo / "metrics/filter.json").read_text())["kept"])
     assert set(m["per_class_accuracy"]) == {"Cat", "Dog"}
-    train = json.loads((repo / "metrics/train.json").read_text())
-    assert train["epochs"] == 2 and train["train_images_per_second"] > 0
-    with open(repo / "metrics/train_log.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    train = livelog.read_summary(repo / "metrics/train")  # DVCLive's summary: `step` is the last epoch
+    assert train["step"] == 2 and train["train_images_per_second"] > 0
+    rows = livelog.read_history(repo / "metrics/train", tables.EPOCH_METRICS + tables.SYSTEM_METRICS)
+    assert [r["epoch"] for r in rows] == [1, 2]
     # images/s come from the epoch without its validation pass
-    assert all(0 < float(r["train_seconds"]) < float(r["seconds"]) for r in rows)
+    assert all(0 < r["train_seconds"] < r["seconds"] for r in rows)
     kept = json.loads((repo / "metrics/filter.json").read_text())["kept"]
-    assert train["train_images_per_second"] == pytest.approx((kept - m["images"]) / float(rows[1]["train_seconds"]),
+    assert train["train_images_per_second"] == pytest.approx((kept - m["images"]) / rows[1]["train_seconds"],
                                                              rel=0.01)
+    assert rows[1]["images_per_second"] == pytest.approx((kept - m["images"]) / rows[1]["train_seconds"], rel=1e-3)
+    assert all(0 <= r["system/cpu_percent"] <= 100 and r["system/ram_gb"] > 0.1 for r in rows)
     # the split file lists every cleaned image once, with the subsets the metrics were computed on
     with open(repo / "models/split.csv", newline="") as f:
         split = list(csv.DictReader(f))
@@ -102,6 +104,14 @@ def test_whole_pipeline_then_an_experiment(repo, tmp_path):
         assert title in page, html.stdout
     for png in ("train_images", "augmented", "training_curves", "confusion_matrix", "roc", "most_wrong"):
         assert f"metrics_plots_{png}.png" in page
+    # the curves are DVCLive's histories, epoch by epoch
+    plots = json.loads(dvc("plots", "show", "--json", cwd=repo).stdout)["data"]
+    for plot, names in {"loss": ["loss", "val_loss"], "accuracy": ["acc", "val_acc"],
+                        "speed": ["images_per_second"]}.items():
+        values = plots[plot][0]["content"]["data"]["values"]
+        for name in names:
+            drawn = [(int(v["step"]), float(v[name])) for v in values if name in v]
+            assert drawn == [(r["epoch"], pytest.approx(r[name], abs=1e-6)) for r in rows], (plot, name, values)
 
     # the export stage: every format written, each within tolerance of Keras, the differences a metric
     exported = json.loads((repo / "metrics/export.json").read_text())
@@ -131,9 +141,10 @@ def test_whole_pipeline_then_an_experiment(repo, tmp_path):
 
     result = dvc("exp", "run", "-S", "epochs=3", cwd=repo)
     assert ran(result) == {"train", "export", "evaluate", "plot"}
-    assert json.loads((repo / "metrics/train.json").read_text())["epochs"] == 3
-    shown = dvc("exp", "show", "--json", cwd=repo).stdout
-    assert '"epochs": 3' in shown.replace(" ", "").replace('"epochs":3', '"epochs": 3')
+    assert livelog.read_summary(repo / "metrics/train")["step"] == 3
+    shown = json.loads(dvc("exp", "show", "--json", cwd=repo).stdout)
+    assert {exp["revs"][0]["data"]["metrics"]["metrics/train/metrics.json"]["data"]["step"]
+            for baseline in shown for exp in baseline.get("experiments") or []} == {3}
 
     # predict on one of the synthetic images, through the installed console command
     image = next((repo / "data/clean/PetImages/Dog").glob("*.jpg"))

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from catsdogs import figures, metrics, params, splits, tables
+from catsdogs import figures, livelog, metrics, params, splits, tables
 from catsdogs import model as model_lib
 from catsdogs.stages import plot
 from conftest import committed_params
@@ -80,8 +80,15 @@ def inputs(tmp_path_factory) -> Inputs:
         for i in range(8):
             Image.fromarray(picture(rng)).save(images / cls / f"{i}.jpg")
 
-    log = write_csv(root / "train_log.csv", tables.TRAIN_LOG,  # epochs numbered from 1, as the train stage does
-                    [[e, 0.8 - 0.1 * e, 0.4 + 0.1 * e, 0.85 - 0.1 * e, 0.35 + 0.1 * e, 3e-4, 1.5, 1.2] for e in (1, 2, 3)])
+    log = root / "live"  # written by DVCLive, epochs numbered from 1, as the train stage does
+    live = livelog.open_live(log)
+    for e in (1, 2, 3):
+        live.step = e
+        for name, value in zip(tables.EPOCH_METRICS, [0.8 - 0.1 * e, 0.4 + 0.1 * e, 0.85 - 0.1 * e, 0.35 + 0.1 * e,
+                                                      3e-4, 1.5, 1.2, 100.0]):
+            live.log_metric(name, value)
+        live.next_step()
+    live.end()
     data = splits.assign(images, p.data.validation_split, p.seed)
     rows = prediction_rows(data, wrong_every=2)
     predictions = write_csv(root / "predictions.csv", tables.PREDICTIONS, rows)
@@ -100,7 +107,7 @@ def in_inputs(inputs, monkeypatch):
 
 
 def run(inputs: Inputs, out: Path, predictions: Path | None = None) -> None:
-    plot.main([str(inputs.images), "--log", str(inputs.log), "--predictions", str(predictions or inputs.predictions),
+    plot.main([str(inputs.images), "--live", str(inputs.log), "--predictions", str(predictions or inputs.predictions),
                "--roc", str(inputs.roc), "--model", str(inputs.model), "--classes", str(inputs.classes),
                "--split", str(inputs.split), "--out", str(out)])
 
@@ -174,3 +181,14 @@ def test_failed_diagram_falls_back_on_the_summary(inputs, tmp_path, monkeypatch)
 def test_roc_is_a_placeholder_without_two_classes(tmp_path):
     figures.save(figures.roc([], [], ["Bird", "Cat", "Dog"]), tmp_path / "roc.png")
     assert_png(tmp_path / "roc.png")
+
+
+def test_a_missing_training_history_names_the_train_stage(inputs, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        plot.main([str(inputs.images), "--live", str(tmp_path / "live"), "--predictions", str(inputs.predictions),
+                   "--roc", str(inputs.roc), "--model", str(inputs.model), "--classes", str(inputs.classes),
+                   "--split", str(inputs.split), "--out", str(tmp_path / "plots")])
+    assert exit_info.value.code == 2
+    missing = livelog.history_file(tmp_path / "live", tables.EPOCH_METRICS[0])
+    assert f"{missing} not found: run the train stage first" in capsys.readouterr().err
+    assert not (tmp_path / "plots").exists()

@@ -25,7 +25,7 @@ import pytest
 import yaml
 from conftest import ENV, TINY_DATA, TINY_TRAINING, dvc, make_repo, run, set_params
 
-from catsdogs import images, splits
+from catsdogs import images, livelog, splits, tables
 
 pytestmark = pytest.mark.slow  # every test here rests on real (tiny) training runs
 
@@ -62,7 +62,8 @@ def pipeline(tmp_path_factory) -> Path:
     run("git", "commit", "-qm", "tiny run", cwd=repo)
     # what went into git: dvc.lock, metrics, the classes; the DVC outputs are git-ignored
     tracked = git(repo, "ls-files").split()
-    assert {"dvc.lock", "metrics/metrics.json", "metrics/train_log.csv", "models/classes.json"} <= set(tracked)
+    assert {"dvc.lock", "metrics/metrics.json", "metrics/train/metrics.json", "metrics/train/plots/metrics/loss.tsv",
+            "models/classes.json"} <= set(tracked)
     assert not [p for p in tracked if p.startswith(("data/clean/", "data/raw/k", "models/checkpoints/",
                                                       "models/model.keras", "metrics/plots/"))]
     return repo
@@ -261,7 +262,7 @@ def test_experiments_set_params_and_a_queue_run_by_two_workers(work):
     result = dvc("exp", "run", "-S", "epochs=3", cwd=work)
     assert ran(result) == {"train", "export", "evaluate", "plot"}
     assert yaml.safe_load((work / "params.yaml").read_text())["epochs"] == 3
-    assert json.loads((work / "metrics/train.json").read_text())["epochs"] == 3
+    assert livelog.read_summary(work / "metrics/train")["step"] == 3
     assert status(work) == {}
 
     found = experiments(work)
@@ -269,10 +270,10 @@ def test_experiments_set_params_and_a_queue_run_by_two_workers(work):
         params = found[name]["params"]["params.yaml"]["data"]
         metrics = {path: m["data"] for path, m in found[name]["metrics"].items()}
         assert params["train"]["learning_rate"] == rate and params["epochs"] == EPOCHS
-        assert metrics["metrics/train.json"]["epochs"] == EPOCHS
+        assert metrics["metrics/train/metrics.json"]["step"] == EPOCHS
         assert 0 <= metrics["metrics/metrics.json"]["accuracy"] <= 1
     (epochs_3,) = [d for name, d in found.items() if d["params"]["params.yaml"]["data"]["epochs"] == 3]
-    assert epochs_3["metrics"]["metrics/train.json"]["data"]["epochs"] == 3
+    assert epochs_3["metrics"]["metrics/train/metrics.json"]["data"]["step"] == 3
     assert epochs_3["metrics"]["metrics/metrics.json"]["data"] == json.loads((work / "metrics/metrics.json").read_text())
 
     table = read_csv(dvc("exp", "show", "--csv", "--drop", ".*", "--keep",
@@ -281,6 +282,58 @@ def test_experiments_set_params_and_a_queue_run_by_two_workers(work):
     for name, rate in rates.items():
         assert float(by_name[name]["train.learning_rate"]) == rate
         assert float(by_name[name]["accuracy"]) == found[name]["metrics"]["metrics/metrics.json"]["data"]["accuracy"]
+
+
+def best(repo: Path, *args: str, check=True):
+    return run(sys.executable, "-m", "catsdogs.cli", "best", *args, cwd=repo, check=check)
+
+
+def test_a_sweep_with_dvc_grammar_then_catsdogs_best_applies_and_branches_the_best(work):
+    # DVC's grammar: a list and a range give their product, 2 x 2 runs; one more with a bad param fails
+    dvc("exp", "run", "--queue", "-S", "train.learning_rate=1e-3,3e-3", "-S", "epochs=range(2,4)", cwd=work)
+    dvc("exp", "run", "--queue", "-n", "broken", "-S", "train.learning_rate=-1", cwd=work)
+    waiting = best(work, check=False)
+    assert waiting.returncode == 2 and waiting.stderr.strip() == "error: no finished experiment to rank yet"
+    assert waiting.stdout.count("(queued)") == 5 and "best:" not in waiting.stdout
+    dvc("queue", "start", "-j", "2", cwd=work)
+    try:
+        table = wait_for_queue(work, timeout=600)
+    finally:
+        dvc("queue", "stop", cwd=work, check=False)
+    assert table.count("Success") == 4 and table.count("Failed") == 1, table
+
+    found = experiments(work)
+    runs = {name: d for name, d in found.items() if name != "broken"}
+    assert sorted((d["params"]["params.yaml"]["data"]["train"]["learning_rate"],
+                   d["params"]["params.yaml"]["data"]["epochs"]) for d in runs.values()) == [
+        (1e-3, 2), (1e-3, 3), (3e-3, 2), (3e-3, 3)]
+
+    def score(name):
+        m = runs[name]["metrics"]["metrics/metrics.json"]["data"]
+        return -m["accuracy"], m["loss"], name
+
+    ranking = sorted(runs, key=score)
+    shown = best(work).stdout
+    lines = shown.splitlines()
+    assert lines[0].startswith("4 experiment(s) ranked by metrics/metrics.json:accuracy (higher is better)")
+    assert lines[1].split() == ["rank", "experiment", "accuracy", "loss", "epochs", "train.learning_rate"]
+    assert [line.split()[1] for line in lines[2:6]] == ranking
+    assert "not ranked: broken (failed)" in shown and lines[-1] == f"best: {ranking[0]}"
+    by_loss = best(work, "--metric", "final.val_loss", "--top", "1").stdout.splitlines()
+    assert "metrics/train/metrics.json:final.val_loss (lower is better)" in by_loss[0] and len(by_loss) == 5
+    winner = runs[ranking[0]]
+
+    best(work, "--apply")
+    assert yaml.safe_load((work / "params.yaml").read_text()) == winner["params"]["params.yaml"]["data"]
+    assert json.loads((work / "metrics/metrics.json").read_text()) == winner["metrics"]["metrics/metrics.json"]["data"]
+    git(work, "checkout", "--", ".")
+    dvc("checkout", "--force", cwd=work)
+
+    branched = best(work, "--branch", "best-run").stdout.splitlines()
+    assert branched[-1] == f"branch best-run holds {ranking[0]} (dvc exp branch)"
+    assert yaml.safe_load(git(work, "show", "best-run:params.yaml")) == winner["params"]["params.yaml"]["data"]
+    assert json.loads(git(work, "show", "best-run:metrics/train/metrics.json")) == (
+        winner["metrics"]["metrics/train/metrics.json"]["data"])
 
 
 # --- 2. branches ---------------------------------------------------------------------------------------
@@ -295,7 +348,7 @@ def test_branches_diff_metrics_params_and_plots(work, tmp_path):
     assert git(work, "status", "--porcelain") == "" and status(work) == {}
 
     diff = json.loads(dvc("metrics", "diff", main, "lr-high", "--json", cwd=work).stdout)
-    for path in ("metrics/train.json", "metrics/metrics.json", "metrics/filter.json"):
+    for path in ("metrics/train/metrics.json", "metrics/metrics.json", "metrics/filter.json"):
         old = flat_numbers(json.loads(git(work, "show", f"{main}:{path}")))
         new = flat_numbers(json.loads(git(work, "show", f"lr-high:{path}")))
         changed = {k: {"old": old[k], "new": new[k]} for k in old if old[k] != new[k]}
@@ -316,7 +369,7 @@ def test_branches_diff_metrics_params_and_plots(work, tmp_path):
         values = vega["content"]["data"]["values"]
         assert {v["rev"] for v in values} == {main, "lr-high"}, plot
     losses = {rev: [v["loss"] for v in plots["loss"][0]["content"]["data"]["values"]
-                    if v["rev"] == rev and v["field"] == "loss"] for rev in (main, "lr-high")}
+                    if v["rev"] == rev and "loss" in v] for rev in (main, "lr-high")}
     assert len(losses[main]) == len(losses["lr-high"]) == EPOCHS and losses[main] != losses["lr-high"]
     pngs = sorted(p.name for p in (work / "metrics/plots").glob("*.png"))
     assert pngs
@@ -325,46 +378,78 @@ def test_branches_diff_metrics_params_and_plots(work, tmp_path):
         assert (out / f"{main}_metrics_plots_{png}").is_file() and (out / f"lr-high_metrics_plots_{png}").is_file()
 
 
-# --- 5. resuming a killed train stage -----------------------------------------------------------------
+# --- 5. live metrics while training; resuming a killed train stage ------------------------------------
 
-def kill_after_epoch_2(command: list[str], repo: Path) -> None:
-    """Start `command` in its own process group; SIGKILL the whole group once the work folder holds the
-    second epoch's checkpoint, as an out-of-memory killer or a lost machine would."""
-    log = repo.parent / "killed.log"
-    with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "dvc", *command], cwd=repo, env=ENV,
-                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 300
+def start(command: list[str], repo: Path) -> subprocess.Popen:
+    """`dvc *command` in its own process group, its output (not a terminal: progress comes as lines) in a file."""
+    with (repo.parent / "run.log").open("w") as out:
+        return subprocess.Popen([sys.executable, "-m", "dvc", *command], cwd=repo, env=ENV, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def live_step(repo: Path) -> int:
+    """The last epoch DVCLive's summary holds, or 0 (none yet, or caught mid-write)."""
     try:
-        while not list(repo.glob(".cache/train/*/checkpoints/save_at_2.keras")):
-            if process.poll() is not None:
-                raise AssertionError(f"dvc {' '.join(command)} ended (exit {process.returncode}) before "
-                                     f"its second checkpoint:\n{log.read_text()[-4000:]}")
-            assert time.monotonic() < deadline, "no second checkpoint in time"
-            time.sleep(0.01)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)  # its own session: dvc and the stage it runs
-        process.wait()
+        return livelog.read_summary(repo / "metrics/train")["step"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def wait_until(process: subprocess.Popen, repo: Path, ready, what: str) -> None:
+    deadline = time.monotonic() + 300
+    while not ready():
+        if process.poll() is not None:
+            raise AssertionError(f"the run ended (exit {process.returncode}) before {what}:\n"
+                                 f"{(repo.parent / 'run.log').read_text()[-4000:]}")
+        assert time.monotonic() < deadline, f"not in time: {what}"
+        time.sleep(0.01)
+
+
+def kill(process: subprocess.Popen) -> None:
+    """SIGKILL the whole group, as an out-of-memory killer or a lost machine would: dvc and its stage."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
 
 
-def without_seconds(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in row.items() if k not in ("seconds", "train_seconds")} for row in rows]
+def kill_after_epoch_2(command: list[str], repo: Path) -> None:
+    """Start `dvc *command`; SIGKILL it once the work folder holds the second epoch's checkpoint."""
+    process = start(command, repo)
+    try:
+        wait_until(process, repo, lambda: list(repo.glob(".cache/train/*/checkpoints/save_at_2.keras")),
+                   "its second checkpoint")
+    finally:
+        kill(process)
+
+
+def history(text_of) -> dict[str, list[tuple[int, float]]]:
+    """{metric: [(epoch, value), ...]} of DVCLive's history files, read through `text_of(relative path)`."""
+    found = {}
+    for name in tables.EPOCH_METRICS:
+        rows = read_csv(text_of(livelog.history_file(Path("metrics/train"), name).as_posix()).replace("\t", ","))
+        found[name] = [(int(row[livelog.STEP]), float(row[livelog.column(name)])) for row in rows]
+    return found
 
 
 def assert_resumed_like_an_uninterrupted_run(result, repo: Path) -> None:
     output = result.stdout + result.stderr
     assert "resuming the interrupted run" in output, output[-4000:]
     assert "train" in ran(result)
-    log = read_csv((repo / "metrics/train_log.csv").read_text())
-    assert [int(row["epoch"]) for row in log] == list(range(1, EPOCHS + 1))  # each epoch once, from 1
-    assert json.loads((repo / "metrics/train.json").read_text())["epochs"] == EPOCHS
+    logged = history(lambda path: (repo / path).read_text())
+    for name, rows in logged.items():  # each epoch once, from 1
+        assert [epoch for epoch, _ in rows] == list(range(1, EPOCHS + 1)), name
+    summary = livelog.read_summary(repo / "metrics/train")
+    assert summary["step"] == EPOCHS
     assert len(list((repo / "models/checkpoints").glob("save_at_*.keras"))) == EPOCHS
     assert not list(repo.glob(".cache/train/*"))
-    # the committed run of the same params was never interrupted
-    reference = read_csv(git(repo, "show", "HEAD:metrics/train_log.csv"))
-    assert without_seconds(log) == without_seconds(reference)
+    # the committed run of the same params was never interrupted: the same numbers, but for the times
+    reference = history(lambda path: git(repo, "show", f"HEAD:{path}"))
+    timed = {"seconds", "train_seconds", "images_per_second"}
+    assert {k: v for k, v in logged.items() if k not in timed} == {k: v for k, v in reference.items() if k not in timed}
+    committed = json.loads(git(repo, "show", "HEAD:metrics/train/metrics.json"))
+    for key in ("final", "best", "step"):
+        assert summary[key] == committed[key], key
     assert json.loads((repo / "metrics/metrics.json").read_text()) == json.loads(
         git(repo, "show", "HEAD:metrics/metrics.json"))
     assert status(repo) == {}
@@ -374,14 +459,39 @@ def test_a_killed_train_stage_resumes_and_ends_like_an_uninterrupted_run(work):
     # -f -s: run train again with the committed params (forced, train alone), then kill it mid-run
     kill_after_epoch_2(["repro", "-f", "-s", "train"], work)
     assert [p.name for p in work.glob(".cache/train/*")], "no interrupted run left to resume"
-    assert not (work / "metrics/train.json").exists()  # outputs appear only when training completes
+    assert not (work / "models/model.keras").exists()  # the model appears only when training completes
+    assert live_step(work) >= 1  # but the run that died left its curve so far
     assert "train" in status(work)
     result = dvc("repro", cwd=work)
     # the killed dvc left its entries in .dvc/tmp/rwlock: DVC sees the process is gone and removes them
     assert "had been killed. Auto removed it from the lock file" in result.stderr
     assert_resumed_like_an_uninterrupted_run(result, work)
 
-    kill_after_epoch_2(["exp", "run", "-f", "-s", "train"], work)
+
+def test_dvc_exp_show_and_plots_follow_a_run_live_and_a_killed_run_resumes(work, monkeypatch):
+    import conftest
+
+    monkeypatch.setitem(conftest.ENV, "CATSDOGS_PROGRESS_SECONDS", "0")  # a progress line every step
+    process = start(["exp", "run", "-f", "-s", "train"], work)
+    try:
+        # the second epoch of this run (the live folder holds the committed run's epochs until the stage starts)
+        wait_until(process, work, lambda: list(work.glob(".cache/train/*/checkpoints/save_at_2.keras"))
+                   and live_step(work) >= 2, "its second epoch in the live log")
+        os.killpg(process.pid, signal.SIGSTOP)  # hold training still while another shell looks
+        # `dvc exp show` and `dvc plots show`, in another shell, see the epochs finished so far
+        shown = json.loads(dvc("exp", "show", "--json", cwd=work).stdout)
+        (workspace,) = [row for row in shown if row["rev"] == "workspace"]
+        live = workspace["data"]["metrics"]["metrics/train/metrics.json"]["data"]
+        assert 2 <= live["step"] < EPOCHS and 0 <= live["final"]["val_acc"] <= 1
+        plots = json.loads(dvc("plots", "show", "--json", cwd=work).stdout)["data"]
+        drawn = sorted(int(v["step"]) for v in plots["loss"][0]["content"]["data"]["values"] if "val_loss" in v)
+        assert drawn == list(range(1, live["step"] + 1))
+    finally:
+        kill(process)
+    progress = [line for line in (work.parent / "run.log").read_text().splitlines() if line.startswith("epoch ")]
+    assert progress and all(" images/s, loss " in line and " for the run" in line or "validation" in line
+                            for line in progress), progress[:5]
+
     assert_resumed_like_an_uninterrupted_run(dvc("exp", "run", cwd=work), work)
 
 

@@ -1,11 +1,14 @@
-"""The `catsdogs` command: predictions on new photos, the offline demo, and the data review."""
+"""The `catsdogs` command: predictions on new photos, the offline demo, the data review and the best
+experiment."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
+from catsdogs import experiments
 from catsdogs.entry import run_main
 
 
@@ -55,6 +58,10 @@ def _review(args) -> int:
     return 0
 
 
+def _best(args) -> int:
+    return experiments.best(Path.cwd(), args.metric, args.lower, args.top, apply=args.apply, branch=args.branch)
+
+
 @run_main
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="catsdogs", description=__doc__)
@@ -93,6 +100,20 @@ def main(argv=None) -> None:
     review.add_argument("--predictions", default="metrics/predictions.csv")
     review.add_argument("--image-cache", default=".cache/images")
     review.set_defaults(func=_review)
+
+
+    best = commands.add_parser("best", help="rank the experiments by a metric; apply or branch the best")
+    best.add_argument("--metric", default=experiments.DEFAULT_METRIC,
+                      help="path:key, or a key found in one metrics file (default: %(default)s)")
+    order = best.add_mutually_exclusive_group()
+    order.add_argument("--min", dest="lower", action="store_true", default=None, help="lower is better "
+                       "(the default for a loss or seconds)")
+    order.add_argument("--max", dest="lower", action="store_false", help="higher is better (the default otherwise)")
+    best.add_argument("--top", type=int, default=experiments.TOP, help="how many to print (default: %(default)s)")
+    act = best.add_mutually_exclusive_group()
+    act.add_argument("--apply", action="store_true", help="bring the best into the workspace (dvc exp apply)")
+    act.add_argument("--branch", metavar="NAME", help="make a git branch of the best (dvc exp branch)")
+    best.set_defaults(func=_best)
 
     args = parser.parse_args(argv)
     raise SystemExit(args.func(args))

@@ -131,7 +131,8 @@ def inference_model(trained: keras.Model) -> keras.Model:
         keras.mixed_precision.set_global_policy(policy)
         random.setstate(state)
     for layer in model.layers:
-        layer.set_weights([np.asarray(w, dtype=np.float32) for w in trained.get_layer(layer.name).get_weights()])
+        if layer.weights:  # (an input layer has none, and its name may be a new one)
+            layer.set_weights([np.asarray(w, dtype=np.float32) for w in trained.get_layer(layer.name).get_weights()])
     custom = [layer.name for layer in model.layers if type(layer).__module__.startswith("catsdogs")]
     assert not custom, f"layers of this project left in the inference model: {custom}"
     return model

@@ -5,7 +5,6 @@ Imported only after `catsdogs.backend.select()` has chosen Keras' backend.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import shutil
@@ -15,7 +14,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from catsdogs import atomic, augment, batches, params, splits, tables
+from catsdogs import atomic, augment, batches, params, splits
 from catsdogs import model as model_lib
 from catsdogs.entry import raise_if_interrupted
 
@@ -68,10 +67,10 @@ def work_folder(root: Path, p: params.Params, data_key: str) -> Path:
     return root / key
 
 
-def callbacks(work: Path, train, seed: int, replicas: list) -> list:
+def callbacks(work: Path, train, seed: int, replicas: list, logs: list) -> list:
     """Every callback of `fit`, in order: Ctrl-C, the epoch's seeds, its statistics, what several replicas
-    need, then the checkpoint and the log row, and last the resume state, so that an epoch counts as done
-    only once its checkpoint and log row are written."""
+    need, then the checkpoint and `logs` (catsdogs.monitor: progress and the live log), and last the resume
+    state, so that an epoch counts as done only once its checkpoint and log rows are written."""
     (work / "checkpoints").mkdir(parents=True, exist_ok=True)
     return [
         Interruptible(),
@@ -79,7 +78,7 @@ def callbacks(work: Path, train, seed: int, replicas: list) -> list:
         EpochStats(),
         *replicas,
         AtomicCheckpoint(work / "checkpoints"),
-        EpochLog(work / "train_log.csv"),
+        *logs,
         keras.callbacks.BackupAndRestore(str(work / "backup"), double_checkpoint=True),
     ]
 
@@ -138,25 +137,3 @@ class AtomicCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         with atomic.atomic_path(self.folder / f"save_at_{number(epoch)}.keras", suffix=".keras") as tmp:
             model_lib.inference_model(self.model).save(tmp)
-
-
-def read_log(path: Path) -> list[dict]:
-    """The rows of a per-epoch log (tables.TRAIN_LOG), or none before the first epoch ends."""
-    if not path.exists():
-        return []
-    with path.open(newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
-class EpochLog(keras.callbacks.Callback):
-    """The per-epoch CSV (tables.TRAIN_LOG), rewritten whole through a temporary file after each epoch.
-    An epoch run again after a resume replaces its earlier row, so each epoch appears exactly once."""
-
-    def __init__(self, path: Path):
-        super().__init__()
-        self.path = path
-
-    def on_epoch_end(self, epoch, logs=None):
-        row = {"epoch": number(epoch), **{key: logs[key] for key in tables.TRAIN_LOG[1:]}}
-        earlier = [r for r in read_log(self.path) if int(r["epoch"]) < row["epoch"]]
-        atomic.write_csv(self.path, tables.TRAIN_LOG, [[r[k] for k in tables.TRAIN_LOG] for r in [*earlier, row]])

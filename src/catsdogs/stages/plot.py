@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from catsdogs import backend, figures, images, params, splits, tables
+from catsdogs import backend, figures, images, livelog, params, splits, tables
 from catsdogs.entry import run_main
 from catsdogs.errors import UserError
 
@@ -40,7 +40,7 @@ def read_csv(path: Path, stage: str, columns) -> list[dict]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path, help="cleaned image folder with one subfolder per class")
-    parser.add_argument("--log", type=Path, required=True, help="per-epoch CSV of the train stage")
+    parser.add_argument("--live", type=Path, required=True, help="the train stage's DVCLive folder")
     parser.add_argument("--predictions", type=Path, required=True, help="per-image CSV of the evaluate stage")
     parser.add_argument("--roc", type=Path, required=True, help="ROC curve CSV of the evaluate stage")
     parser.add_argument("--model", type=Path, required=True)
@@ -53,7 +53,7 @@ def main(argv=None) -> None:
     from catsdogs import model as model_lib
 
     require(args.data, "filter")
-    train_log = read_csv(args.log, "train", tables.TRAIN_LOG)
+    train_log = livelog.read_history(args.live)
     predictions = read_csv(args.predictions, "evaluate", tables.PREDICTIONS)
     curve = read_csv(args.roc, "evaluate", tables.ROC)
     model = model_lib.load(args.model)

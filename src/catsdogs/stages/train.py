@@ -1,12 +1,14 @@
 """Train stage: the tutorial's model on the tutorial's split, with a checkpoint and a log row per epoch.
 
 Reads the cleaned folder, decodes every image once (cached across runs), trains with augmentation inside
-the model, and writes the final model, per-epoch checkpoints, the per-epoch log and a summary metric file.
+the model, and writes the final model and per-epoch checkpoints. As each epoch ends, DVCLive logs its
+metrics and the run's summary into the live folder (catsdogs.livelog), for `dvc exp show`, `dvc plots show`,
+the VS Code extension and DVC Studio to follow; inside an epoch, catsdogs.monitor shows progress.
 
 A run in progress lives in a work folder named after its params and data (Keras' BackupAndRestore state,
-the checkpoints and the log so far). If the process is killed, the next `dvc repro` or `dvc exp run` with
-the same params and data resumes from the last finished epoch; the outputs appear only when training is
-complete, and the work folder is then removed.
+the checkpoints and a copy of the live log). If the process is killed, the next `dvc repro` or `dvc exp run`
+with the same params and data resumes from the last finished epoch; the model and checkpoints appear only
+when training is complete, and the work folder is then removed.
 """
 
 from __future__ import annotations
@@ -14,16 +16,15 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import statistics
 from pathlib import Path
 
-from catsdogs import atomic, backend, compat, imagecache, params, splits
+from catsdogs import atomic, backend, compat, imagecache, livelog, params, splits
 from catsdogs.entry import run_main
 from catsdogs.errors import UserError
 
 log = logging.getLogger("train")
 
-OUTPUTS = ("model", "classes", "split", "checkpoints", "log", "metrics")
+OUTPUTS = ("model", "classes", "split", "checkpoints", "live")
 
 
 @run_main
@@ -37,7 +38,7 @@ def main(argv=None) -> None:
     compat.check_keras(p.train.backend)  # the Keras internals that distribute patches are the verified ones
     import keras
 
-    from catsdogs import distribute, training
+    from catsdogs import distribute, monitor, training
     from catsdogs import model as model_lib
 
     plan = distribute.setup(p.train.distribute, p.train.backend)  # first: before any tensor exists
@@ -71,13 +72,15 @@ def main(argv=None) -> None:
     if (work / "backup").exists():
         log.info("resuming the interrupted run kept in %s", work)
     # shuffle=False: the batches shuffle themselves, by (seed, epoch) alone, not by a global RNG
+    logs = monitor.callbacks(args.live, work, len(data.train), p.data.batch_size, len(val))
     model.fit(train, validation_data=val, epochs=p.epochs, verbose=2, shuffle=False,
-              callbacks=training.callbacks(work, train, p.seed, plan.callbacks(val)))
+              callbacks=training.callbacks(work, train, p.seed, plan.callbacks(val), logs))
 
     # Save
-    summary = save(args, work, model, data, training.read_log(work / "train_log.csv"))
+    save(args, work, model, data)
+    summary = livelog.read_summary(args.live)
     log.info("trained %d epochs in %.0f s (%.0f training images/s); final val_acc %.4f, best %.4f at epoch %d",
-             summary["epochs"], summary["seconds"], summary["train_images_per_second"],
+             summary["step"], summary["seconds"], summary["train_images_per_second"],
              summary["final"]["val_acc"], summary["best"]["val_acc"], summary["best"]["epoch"])
 
 
@@ -88,17 +91,16 @@ def parse_args(argv) -> argparse.Namespace:
     parser.add_argument("--classes", type=Path, required=True, help="class names, in label order (JSON)")
     parser.add_argument("--split", type=Path, required=True, help="each image's subset and content hash (CSV)")
     parser.add_argument("--checkpoints", type=Path, required=True)
-    parser.add_argument("--log", type=Path, required=True, help="per-epoch CSV")
-    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--live", type=Path, required=True, help="DVCLive's folder: per-epoch metrics, summary")
     parser.add_argument("--image-cache", type=Path, required=True, help="folder of the decoded-image cache")
     parser.add_argument("--work", type=Path, required=True, help="where a run in progress keeps its state")
     parser.add_argument("--jax-cache", type=Path, required=True, help="JAX's persistent compilation cache")
     return parser.parse_args(argv)
 
 
-def save(args: argparse.Namespace, work: Path, model, data: splits.Split, rows: list[dict]) -> dict:
-    """Move the finished run's checkpoints and log into place beside the model (its inference graph) and its
-    records; the work folder goes. Returns the summary written to the metrics file."""
+def save(args: argparse.Namespace, work: Path, model, data: splits.Split) -> None:
+    """Move the finished run's checkpoints into place beside the model (its inference graph) and its records
+    (the live log is in place already); the work folder goes."""
     with atomic.atomic_dir(args.checkpoints) as tmp:
         for checkpoint in (work / "checkpoints").iterdir():
             checkpoint.rename(tmp / checkpoint.name)
@@ -108,25 +110,7 @@ def save(args: argparse.Namespace, work: Path, model, data: splits.Split, rows: 
         model_lib.inference_model(model).save(tmp)  # stock layers, float32, no augmentation: plain Keras loads it
     atomic.write_json(args.classes, data.class_names)
     splits.write(args.split, args.data, data)
-    atomic.write_text(args.log, (work / "train_log.csv").read_text(encoding="utf-8"))
-    summary = summarize(rows, len(data.train))
-    atomic.write_json(args.metrics, summary)
     shutil.rmtree(work)
-    return summary
-
-
-def summarize(rows: list[dict], train_images: int) -> dict:
-    keys = ["loss", "acc", "val_loss", "val_acc"]
-    best = max(rows, key=lambda row: float(row["val_acc"]))
-    training = [float(row["train_seconds"]) for row in rows]
-    steady = training[1:] or training  # the first epoch compiles
-    return {
-        "epochs": len(rows),
-        "final": {k: round(float(rows[-1][k]), 6) for k in keys},
-        "best": {"epoch": int(best["epoch"]), **{k: round(float(best[k]), 6) for k in keys}},
-        "seconds": round(sum(float(row["seconds"]) for row in rows), 2),
-        "train_images_per_second": round(train_images / statistics.median(steady), 1),
-    }
 
 
 if __name__ == "__main__":
