@@ -17,7 +17,7 @@ validation pass. Compare them as ratios. (a) and (b) also print their final vali
 
 `--widths tutorial` keeps the real model and params.yaml's recipe; other widths take the demo's recipe
 (learning rate 1e-3, BatchNormalization momentum 0.9). The GPU measurement of the issue:
-    python benchmarks/benchmark.py --photos ../shared/data/petimages-180-sample.tar --size 180 \
+    python benchmarks/benchmark.py --photos PHOTOS_180.tar --size 180 \
         --widths tutorial --batch-size 128 --epochs 25 --backend jax
 
 `--rss-images N` also runs the train stage on N images per class at 180x180 for one epoch and reports
@@ -64,7 +64,7 @@ def checked(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 
 
 def photos_zip(source: Path, target: Path, copies: int = 1) -> Path:
-    """A tar of real photos laid out like the archive (../shared/data), as a zip the download stage copies;
+    """A tar of real photos laid out like the archive (PetImages/<class>/N.jpg), as a zip the download stage copies;
     each photo `copies` times under other numbers, for epochs long enough to time (500 photos are 13 steps)."""
     with tarfile.open(source) as tar, zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as zf:
         photos = [(Path(m.name), tar.extractfile(m).read()) for m in tar if m.isfile()]
@@ -289,7 +289,7 @@ def noop_repro(args, tmp: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=Path, help="a tar of real photos (PetImages/<class>/N.jpg) instead of "
-                        "synthetic images, e.g. ../shared/data/petimages-fullres-sample.tar")
+                        "synthetic images (docs/speed.md: how to make one from the archive)")
     parser.add_argument("--photo-copies", type=int, default=1, help="each photo this many times (other names)")
     parser.add_argument("--images-per-class", type=int, default=1000)
     parser.add_argument("--size", type=int, default=64)

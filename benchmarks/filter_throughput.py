@@ -1,7 +1,6 @@
 """Filter throughput (images/s) of both methods on real photos: python benchmarks/filter_throughput.py [ARCHIVE]
 
-ARCHIVE is a .zip or .tar laid out like the real archive (default: the full-resolution sample in
-../shared/data). Each method runs the real filter stage in a fresh process, `--repeat` times, in a temporary
+ARCHIVE is a .zip or .tar laid out like the real archive (docs/speed.md: how to make a sample of it). Each method runs the real filter stage in a fresh process, `--repeat` times, in a temporary
 folder; the figure is the stage's own count of images over its wall time, median of the runs.
 """
 
@@ -21,7 +20,6 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT = ROOT.parent / "shared" / "data" / "petimages-fullres-sample.tar"
 
 
 def read_members(source: Path) -> dict[str, bytes]:
@@ -58,7 +56,7 @@ def run_filter(archive: Path, method: str, workers: int, folder: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("archive", type=Path, nargs="?", default=DEFAULT)
+    parser.add_argument("archive", type=Path, help="a .zip or .tar of photos laid out like the archive")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--copies", type=int, default=10, help="how many times the sample is repeated")
     parser.add_argument("--workers", type=int, default=0, help="0 = one per core")
