@@ -1,8 +1,9 @@
 """Filter stage: keep the images that training can load, drop the rest, and say why.
 
-Reads members straight from the zip (no extraction first), checks them in parallel, writes the kept ones
-to the cleaned folder and counts what was dropped per reason. `method: decode` keeps exactly what decodes
-to an RGB image with the decoder training uses; `method: jfif` reproduces the tutorial's header check.
+Reads members straight from the zip (no extraction first), checks them in parallel (catsdogs.checker),
+writes the kept ones to the cleaned folder and counts what was dropped per reason. `method: decode` keeps
+exactly what decodes to an RGB image with the decoder training uses; `method: jfif` reproduces the
+tutorial's header check.
 Members listed in the exclusion list (`--exclude`, catsdogs.exclusions) are dropped unread, with reason
 `excluded` and the list's reason as the detail.
 """
@@ -10,92 +11,17 @@ Members listed in the exclusion list (`--exclude`, catsdogs.exclusions) are drop
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
-import os
-import signal
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from tqdm import tqdm
 
 from catsdogs import archive as zipped
-from catsdogs import atomic, exclusions, images, params, tables
+from catsdogs import atomic, checker, exclusions, images, params, tables
 from catsdogs.entry import run_main
 from catsdogs.errors import UserError
 
 log = logging.getLogger("filter")
-
-_zip = None  # each worker process opens the archive once
-
-
-def _open_in_worker(path: str) -> None:
-    global _zip
-    # Ctrl-C reaches the whole process group: the main process stops the pool and reports it once,
-    # instead of every worker printing its own KeyboardInterrupt traceback.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _zip = zipped.open_zip(path)
-
-
-def _read(name: str) -> bytes:
-    """A member's bytes; ArchiveError naming the member when the archive cannot give them."""
-    try:
-        return _zip.read(name)
-    except RuntimeError as exc:  # zipfile's way of saying "encrypted"
-        raise zipped.ArchiveError(f"{_zip.filename}: member {name} cannot be read ({exc})") from None
-    except NotImplementedError as exc:
-        raise zipped.ArchiveError(f"{_zip.filename}: member {name} uses an unsupported compression method "
-                                  f"({exc})") from None
-    except Exception as exc:  # noqa: BLE001 - BadZipFile (CRC), zlib.error, EOFError, OSError...
-        raise zipped.ArchiveError(f"{_zip.filename}: member {name} is damaged ({type(exc).__name__}: {exc}); "
-                                  "the archive is corrupt: delete it and download again") from None
-
-
-def _check_chunk(chunk, out_dir: str, method: str, max_pixels: int):
-    """Check members and write the kept ones; returns (member, class, reason or None) per member."""
-    results = []
-    for name, cls in chunk:
-        if _zip.getinfo(name).file_size > images.max_file_bytes(max_pixels):
-            results.append((name, cls, "too_large"))  # never inflate a zip bomb into memory
-            continue
-        data = _read(name)
-        reason = images.check(data, method, max_pixels)
-        if reason is None:
-            target = Path(out_dir, zipped.IMAGES_ROOT, cls, Path(name).name)
-            try:
-                target.write_bytes(data)
-            except OSError as exc:
-                raise UserError(f"cannot write {Path(name).name} into the cleaned folder: {exc}") from None
-        results.append((name, cls, reason))
-    return results
-
-
-def _chunks(items, size):
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def filter_archive(zip_path: Path, members: zipped.Members, out_dir: Path, method: str, max_pixels: int,
-                   workers: int):
-    """Check every class image of the archive, writing the kept ones into `out_dir`."""
-    for cls in members.classes:
-        (out_dir / zipped.IMAGES_ROOT / cls).mkdir(parents=True, exist_ok=True)
-    workers = workers or os.cpu_count() or 1
-    chunks = list(_chunks(members.images, 64))
-    results = []
-    pool = ProcessPoolExecutor(workers, initializer=_open_in_worker, initargs=(str(zip_path),))
-    try:
-        check = functools.partial(_check_chunk, out_dir=str(out_dir), method=method, max_pixels=max_pixels)
-        with tqdm(total=len(members.images), desc=f"filter ({method})", unit="img") as bar:
-            for chunk_results in pool.map(check, chunks):
-                results.extend(chunk_results)
-                bar.update(len(chunk_results))
-    except BaseException:  # an error or Ctrl-C: stop now, not after every chunk already queued
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown()
-    return results
 
 
 def summarize(results, ignored, method: str, seconds: float) -> dict:
@@ -147,7 +73,8 @@ def main(argv=None) -> None:
     with atomic.atomic_dir(args.out) as tmp_out:
         members = zipped.separate_clashes(members, zipped.name_key(tmp_out))
         ignored = members.ignored
-        results = filter_archive(args.archive, members, tmp_out, p.method, p.max_pixels or images.MAX_PIXELS, p.workers)
+        results = checker.check_archive(args.archive, members, tmp_out, p.method, p.max_pixels or images.MAX_PIXELS,
+                                         p.workers)
         results += excluded
         summary = summarize(results, ignored, p.method, time.perf_counter() - start)
         empty = [cls for cls, n in summary["kept_per_class"].items() if n == 0]
