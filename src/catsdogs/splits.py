@@ -116,6 +116,16 @@ def read(path: str | os.PathLike, class_names: list[str]) -> tuple[Split, list[s
     return Split(paths, labels, list(class_names), train, val), digests
 
 
+def read_unchanged(directory: str | os.PathLike, split_file: str | os.PathLike, class_names: list[str]) -> Split:
+    """The split the model was trained on, with every image it lists checked unchanged since (the input of
+    the stages after train)."""
+    if not Path(directory).is_dir():
+        raise UserError(f"{directory}: cleaned image folder not found (run the filter stage first)")
+    data, digests = read(split_file, class_names)
+    verify(directory, data.paths, digests, split_file)
+    return data
+
+
 def verify(directory: str | os.PathLike, paths: list[str], digests: list[str], split_file) -> None:
     """Stop before any work if an image is not the one the model was trained with (changed or gone)."""
     directory = Path(directory)

@@ -15,7 +15,6 @@ import numpy as np
 
 from catsdogs import atomic, backend, imagecache, metrics, params, splits, tables
 from catsdogs.entry import run_main
-from catsdogs.errors import UserError
 
 log = logging.getLogger("evaluate")
 
@@ -39,10 +38,7 @@ def main(argv=None) -> None:
 
     model = model_lib.load(args.model)
     class_names = model_lib.load_classes(args.classes, model)
-    if not args.data.is_dir():
-        raise UserError(f"{args.data}: cleaned image folder not found (run the filter stage first)")
-    data, digests = splits.read(args.split, class_names)
-    splits.verify(args.data, data.paths, digests, args.split)
+    data = splits.read_unchanged(args.data, args.split, class_names)
     image_size = model.input_shape[1:3]
     array = imagecache.load(args.data, data.paths, image_size, args.image_cache, p.data.cache_mode)
     val = batches.Batches(array, data.labels, data.val, p.data.batch_size, shuffle=False, seed=p.seed)

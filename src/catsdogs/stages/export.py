@@ -44,10 +44,7 @@ def main(argv=None) -> None:
 
     model = model_lib.load(args.model)
     class_names = model_lib.load_classes(args.classes, model)
-    if not args.data.is_dir():
-        raise UserError(f"{args.data}: cleaned image folder not found (run the filter stage first)")
-    data, digests = splits.read(args.split, class_names)
-    splits.verify(args.data, data.paths, digests, args.split)
+    data = splits.read_unchanged(args.data, args.split, class_names)
     size = model.input_shape[1:3]
     val = imagecache.load(args.data, data.paths, size, args.image_cache, p.data.cache_mode)[data.val]
     expected = model_lib.probabilities(model.predict(val, batch_size=p.data.batch_size, verbose=0))
