@@ -70,10 +70,11 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_csv(path: str | os.PathLike, header: list[str], rows) -> None:
-    """A CSV with `header` and `rows` (sequences), "\n" line endings, through write_text."""
+def write_csv(path: str | os.PathLike, header: list[str], rows, delimiter: str = ",") -> None:
+    """A CSV (or, with delimiter "\t", a TSV) with `header` and `rows` (sequences), "\n" line endings,
+    through write_text."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csv.writer(buffer, delimiter=delimiter, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
     write_text(path, buffer.getvalue())

@@ -234,15 +234,20 @@ def class_names(runner: Runner, classes_path=None) -> list[str]:
     return read_class_names(path, runner.num_classes, runner.path)
 
 
-def read_class_names(path, num_classes: int, model_path) -> list[str]:
-    """The class names the train stage saved (a JSON list, in label order), checked against the model."""
+def read_names(path) -> object:
+    """What the train stage's class-names file holds (a JSON list of names, in label order, unchecked)."""
     path = Path(path)
     try:
-        names = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path}: class names not found (the train stage writes them beside the model)") from None
     except (OSError, ValueError) as exc:
         raise UserError(f"{path}: unreadable class names ({exc})") from None
+
+
+def read_class_names(path, num_classes: int, model_path) -> list[str]:
+    """The class names the train stage saved, checked against the model."""
+    names = read_names(path)
     if not (isinstance(names, list) and all(isinstance(n, str) for n in names) and len(names) >= 2
             and len(names) == num_classes):
         raise UserError(f"{path}: {names!r} does not match the {num_classes} classes of {model_path}")

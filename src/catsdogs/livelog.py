@@ -14,7 +14,6 @@ logs on from there, so the history holds each epoch exactly once.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import shutil
 import statistics
@@ -93,11 +92,7 @@ def prune(live_dir: Path, first_epoch: int) -> None:
         if header is None or not kept:
             path.unlink()
             continue
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(kept)
-        atomic.write_text(path, buffer.getvalue())
+        atomic.write_csv(path, header, kept, delimiter="\t")
 
 
 def copy_files(source: Path, target: Path) -> None:

@@ -27,6 +27,11 @@ RENAMED = {
 }
 
 
+# The top-level params that shape training (the train stage's params in dvc.yaml): an interrupted run
+# resumes only with the same values, and the export's metadata records them.
+TRAINING = ("epochs", "seed", "data", "model", "train")
+
+
 class ParamsError(UserError):
     """A params file that cannot be used; the message is one line meant for the user."""
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import datetime
 import getpass
-import json
 import logging
 import os
 import time
@@ -37,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from catsdogs import archive, atomic, exclusions, imagecache, params, splits, tables
+from catsdogs import archive, atomic, exclusions, exports, imagecache, params, splits, tables
 from catsdogs.errors import UserError
 
 log = logging.getLogger("review")
@@ -67,16 +66,10 @@ def member(path: str) -> str:
 def read_inputs(directory: Path, split_file: Path, classes_file: Path, predictions_file: Path) -> Inputs:
     """The split and the evaluate stage's validation probabilities, checked against each other and against
     the images (they must be the ones the model was trained and evaluated on)."""
-    try:
-        class_names = json.loads(classes_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{classes_file}: class names not found (run `dvc repro` first)") from None
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{classes_file}: unreadable class names ({exc})") from None
-    if len(class_names) != 2:
-        raise UserError(f"{classes_file}: the review needs two classes, the model has {len(class_names)}")
-    data, digests = splits.read(split_file, class_names)
-    splits.verify(directory, data.paths, digests, split_file)
+    class_names = exports.read_names(classes_file)
+    if not (isinstance(class_names, list) and len(class_names) == 2):
+        raise UserError(f"{classes_file}: the review needs two classes, not {class_names!r}")
+    data = splits.read_unchanged(directory, split_file, class_names)
     try:
         with predictions_file.open(newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)

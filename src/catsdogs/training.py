@@ -58,7 +58,7 @@ def learning_rate(p: params.Params, steps_per_epoch: int):
 def work_folder(root: Path, p: params.Params, data_key: str) -> Path:
     """The run's own folder under `root`, named after everything that shapes training; any other folder
     there is an interrupted run with other params or data, which can never be resumed, and is removed."""
-    shaping = p.model_dump(include={"epochs", "seed", "data", "model", "train"})
+    shaping = p.model_dump(include=set(params.TRAINING))
     key = hashlib.sha256(json.dumps([shaping, data_key], sort_keys=True).encode()).hexdigest()[:16]
     if root.is_dir():
         for other in root.iterdir():

@@ -66,7 +66,7 @@ def main(argv=None) -> None:
         checked = {"validation_images": len(val), "tolerance": p.export.tolerance,
                    "largest_difference": differences}
         trained_on = {
-            "params": p.model_dump(include={"epochs", "seed", "data", "model", "train"}),
+            "params": p.model_dump(include=set(params.TRAINING)),
             "data": {"split_sha256": hashlib.sha256(args.split.read_bytes()).hexdigest(),
                      "train_images": len(data.train), "validation_images": len(data.val)},
         }
