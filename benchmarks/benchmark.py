@@ -45,7 +45,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from catsdogs import livelog  # noqa: E402 - the project's sources, as for the runs below
+from catsdogs import history  # noqa: E402 - the project's sources, as for the runs below
 # the project's sources first, then whatever PYTHONPATH already holds (packages installed with --target)
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", DVC_NO_ANALYTICS="1",
            PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
@@ -139,7 +139,7 @@ variant, folder, size, batch, epochs, widths, backend_name, precision = (
     [int(w) for w in sys.argv[6].split(",")], sys.argv[7], sys.argv[8])
 backend.select(backend_name)
 import keras
-from catsdogs import model as model_lib
+from catsdogs.training import model as model_lib
 # the tutorial as written trains in float32; the model alone in the precision the train stage would pick
 keras.mixed_precision.set_global_policy("float32" if variant == "tutorial" else backend.precision_policy(precision))
 keras.utils.set_random_seed(1337)
@@ -211,8 +211,8 @@ def run_variant(variant: str, work: Path, folder: Path) -> dict:
 
 def run_train_stage(work: Path, folder: Path) -> dict:
     _, peak_rss = run_measured("catsdogs.stages.train", [str(folder), *TRAIN_ARGS], work)
-    summary = livelog.read_summary(work / "live")
-    seconds = [row["train_seconds"] for row in livelog.read_history(work / "live")]
+    summary = history.read_summary(work / "live")
+    seconds = [row["train_seconds"] for row in history.read_history(work / "live")]
     return {"images_per_second": summary["train_images_per_second"],
             "seconds_per_epoch": statistics.median(seconds[1:] or seconds), "peak_rss_gb": peak_rss,
             "val_acc": summary["final"]["val_acc"]}

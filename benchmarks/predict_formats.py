@@ -29,8 +29,9 @@ def untrained_export(folder: Path) -> Path:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     from types import SimpleNamespace
 
-    from catsdogs import exports, params
-    from catsdogs import model as model_lib
+    from catsdogs import params
+    from catsdogs.serving import exports
+    from catsdogs.training import model as model_lib
 
     p = params.load()
     model = model_lib.inference_model(model_lib.build(p.data.image_size, 2, p.model,
@@ -46,7 +47,7 @@ def untrained_export(folder: Path) -> Path:
 
 def timed_predict(model: Path, target: Path) -> tuple[float, list]:
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "catsdogs.cli", "predict", "--json", "--model", str(model),
+    result = subprocess.run([sys.executable, "-m", "catsdogs.commands.cli", "predict", "--json", "--model", str(model),
                              str(target)], capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if result.returncode not in (0, 2):

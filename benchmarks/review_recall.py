@@ -2,7 +2,7 @@
 
     python benchmarks/review_recall.py [REPO]     # after `dvc repro` and `catsdogs review` in REPO (default .)
 
-The truth is `catsdogs.synthetic.faults()` of REPO's params.yaml (download.synthetic); the duplicates that
+The truth is `catsdogs.data.synthetic.faults()` of REPO's params.yaml (download.synthetic); the duplicates that
 count are those whose copy and original landed in different subsets (models/split.csv). For each fault,
 among the candidates of its kind ranked by the review: recall and precision at k for k = the number
 injected, and over the whole list (k = every candidate of that kind).
@@ -17,7 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from catsdogs import review, synthetic
+from catsdogs.commands import review
+from catsdogs.data import synthetic
 
 
 def truth(repo: Path) -> dict[str, set]:

@@ -71,7 +71,7 @@ def dvc(*args, cwd, check=True):
 
 def set_params(repo: Path, overrides: dict) -> None:
     """Put nested `overrides` over the repo's params.yaml."""
-    from catsdogs.demo import merge
+    from catsdogs.commands.demo import merge
 
     path = repo / "params.yaml"
     path.write_text(yaml.safe_dump(merge(yaml.safe_load(path.read_text()), overrides), sort_keys=False))
@@ -94,7 +94,7 @@ TINY_TRAINING = {
 # edits): never modify it, merge into a copy (copy.deepcopy).
 def params_with(overrides: dict) -> dict:
     """The committed params with `overrides` put over them: a fresh copy, to change freely."""
-    from catsdogs.demo import merge
+    from catsdogs.commands.demo import merge
 
     return merge(committed_params(), copy.deepcopy(overrides))
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from catsdogs import augment
+from catsdogs.training import augment
 
 
 def batch(seed=0, shape=(4, 20, 30, 3)):

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from catsdogs import livelog
+from catsdogs import history
 from conftest import ROOT, TINY_TRAINING, committed_params, run, stage_command
 
 pytest.importorskip("jax")
@@ -44,9 +44,9 @@ def test_jax_backend_trains_without_tensorflow(workdir, monkeypatch):
     result = run(*stage_command("train", "clean"), cwd=workdir)
     assert "on jax" in result.stderr + result.stdout
     # logged live through DVCLive, which needs no TensorFlow either
-    summary = livelog.read_summary(workdir / "metrics/train")
+    summary = history.read_summary(workdir / "metrics/train")
     assert summary["step"] == TINY_TRAINING["epochs"]
-    assert [row["epoch"] for row in livelog.read_history(workdir / "metrics/train")] == [1, 2]
+    assert [row["epoch"] for row in history.read_history(workdir / "metrics/train")] == [1, 2]
     assert (workdir / "models/model.keras").stat().st_size > 0
     assert any((workdir / ".cache/jax").iterdir())  # the persistent compilation cache was filled
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from catsdogs.batches import Batches
+from catsdogs.training.batches import Batches
 
 
 def test_batches_keep_order_without_shuffle_and_reshuffle_deterministically():

@@ -1,7 +1,7 @@
-"""catsdogs.cli, the `catsdogs` command: its arguments, what each command is given, and its exit codes.
+"""catsdogs.commands.cli, the `catsdogs` command: its arguments, what each command is given, and its exit codes.
 
 What predict prints for each image is pinned in test_predict.py; here, what reaches it and how the process
-ends, in this process and as a real `python -m catsdogs.cli` process.
+ends, in this process and as a real `python -m catsdogs.commands.cli` process.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from catsdogs import cli
+from catsdogs.commands import cli
 from conftest import ENV, ROOT
 
 CHILD_ENV = dict(ENV, PYTHONPATH=str(ROOT / "src"))
@@ -65,7 +65,7 @@ def test_help_exits_0(argv, shown, capsys):
 
 def test_predict_defaults_to_the_train_stage_outputs(monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr("catsdogs.predict.predict", lambda *args: calls.append(args) or [])
+    monkeypatch.setattr("catsdogs.serving.predict.predict", lambda *args: calls.append(args) or [])
     assert run_cli("predict", "a.jpg", "folder", capsys=capsys) == (0, "", "")
     assert calls == [(["a.jpg", "folder"], "models/model.keras", None)]  # class names: beside the model
     run_cli("predict", "--model", "m.keras", "--classes", "c.json", "b.png", capsys=capsys)
@@ -74,7 +74,7 @@ def test_predict_defaults_to_the_train_stage_outputs(monkeypatch, capsys):
 
 def test_demo_gets_its_config_and_the_dvc_arguments_after_the_double_dash(monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr("catsdogs.demo.run", lambda config, extra: calls.append((config, extra)) or 7)
+    monkeypatch.setattr("catsdogs.commands.demo.run", lambda config, extra: calls.append((config, extra)) or 7)
     assert run_cli("demo", capsys=capsys)[0] == 7  # dvc's exit code is the command's
     assert run_cli("demo", "--config", "my.yaml", "--", "-S", "epochs=1", "--temp", capsys=capsys)[0] == 7
     assert calls[0] == ("configs/demo.yaml", [])
@@ -111,14 +111,14 @@ def test_predict_exit_codes_follow_the_files(model, tmp_path, capsys):
 
 def test_the_real_command_prints_and_exits_like_main(model, tmp_path):
     good = image(tmp_path / "black.png", level=0)
-    command = [sys.executable, "-m", "catsdogs.cli", "predict", "--model", str(model / "model.keras"),
+    command = [sys.executable, "-m", "catsdogs.commands.cli", "predict", "--model", str(model / "model.keras"),
                "--classes", str(model / "classes.json")]
     result = subprocess.run([*command, str(good)], env=CHILD_ENV, cwd=tmp_path, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{good}: This image is 73.11% cat and 26.89% dog.\n"
     # a user's mistake: exit code 2 and one line (the demo command fails before importing Keras: fast)
-    result = subprocess.run([sys.executable, "-m", "catsdogs.cli", "demo", "--config", "none.yaml"], env=CHILD_ENV,
+    result = subprocess.run([sys.executable, "-m", "catsdogs.commands.cli", "demo", "--config", "none.yaml"], env=CHILD_ENV,
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == "error: none.yaml: demo configuration not found (run from the repository root)\n"

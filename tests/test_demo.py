@@ -20,7 +20,7 @@ def test_demo_runs_the_whole_pipeline_through_dvc_exp_run(repo, tmp_path):
     config = tmp_path / "demo.yaml"
     config.write_text(yaml.safe_dump(demo))
 
-    result = run(sys.executable, "-m", "catsdogs.cli", "demo", "--config", str(config), cwd=repo)
+    result = run(sys.executable, "-m", "catsdogs.commands.cli", "demo", "--config", str(config), cwd=repo)
     assert result.stdout.startswith("$ dvc exp run -S ") and " -S epochs=2 " in result.stdout
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
@@ -36,7 +36,7 @@ def test_demo_runs_the_whole_pipeline_through_dvc_exp_run(repo, tmp_path):
 def test_demo_refuses_a_bad_configuration_before_running_anything(repo, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("epochs: 0\n")
-    result = run(sys.executable, "-m", "catsdogs.cli", "demo", "--config", str(bad), cwd=repo, check=False)
+    result = run(sys.executable, "-m", "catsdogs.commands.cli", "demo", "--config", str(bad), cwd=repo, check=False)
     assert result.returncode == 2
     assert "epochs = 0" in result.stderr and "greater than 0" in result.stderr
     assert not (repo / "data/raw").exists()

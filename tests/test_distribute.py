@@ -23,12 +23,12 @@ import yaml
 from conftest import ENV, ROOT, TINY_TRAINING, committed_params, stage_command
 from PIL import Image
 
-from catsdogs import livelog, tables
+from catsdogs import history, tables
 from catsdogs.errors import UserError
 
 EXPECTED = sorted(["metrics/train/metrics.json", "models/checkpoints/save_at_1.keras",
                   "models/checkpoints/save_at_2.keras", "models/classes.json", "models/model.keras", "models/split.csv",
-                  *(livelog.history_file(Path("metrics/train"), name).as_posix()
+                  *(history.history_file(Path("metrics/train"), name).as_posix()
                     for name in tables.EPOCH_METRICS + tables.SYSTEM_METRICS)])
 IMAGES = {"Cat": 30, "Dog": 29}  # 59 images: 48 for training (3 batches of 16), 11 for validation
 TWO_TF_DEVICES = """
@@ -111,7 +111,7 @@ def outputs(folder: Path) -> list[str]:
 
 
 def summary(folder: Path) -> dict:
-    return livelog.read_summary(folder / "metrics/train")
+    return history.read_summary(folder / "metrics/train")
 
 
 def assert_valid(folder: Path) -> None:
@@ -121,7 +121,7 @@ def assert_valid(folder: Path) -> None:
         assert 0 <= s[key]["acc"] <= 1 and 0 <= s[key]["val_acc"] <= 1
         assert 0 < s[key]["loss"] < 10 and 0 < s[key]["val_loss"] < 10
     assert json.loads((folder / "models/classes.json").read_text()) == ["Cat", "Dog"]
-    assert [row["epoch"] for row in livelog.read_history(folder / "metrics/train")] == [1, 2]
+    assert [row["epoch"] for row in history.read_history(folder / "metrics/train")] == [1, 2]
     assert not any((folder / ".cache/train").iterdir())  # the finished run's work folder is gone
 
 
@@ -242,7 +242,7 @@ class FakeBatches:
 
 
 def test_last_training_batch_is_trimmed_and_last_validation_batch_padded():
-    from catsdogs import distribute
+    from catsdogs.training import distribute
 
     two = distribute.Plan("test", replicas=2)
     train = distribute.EvenBatches(FakeBatches(37, 16), two, "drop")
@@ -262,7 +262,7 @@ def test_last_training_batch_is_trimmed_and_last_validation_batch_padded():
 
 
 def test_each_process_gives_its_own_part_of_every_global_batch():
-    from catsdogs import distribute
+    from catsdogs.training import distribute
 
     parts = [distribute.EvenBatches(FakeBatches(37, 16), distribute.Plan("test", 4, 2, i), "drop") for i in range(2)]
     assert [p[0][1].tolist() for p in parts] == [list(range(8)), list(range(8, 16))]
@@ -278,7 +278,7 @@ def test_each_process_gives_its_own_part_of_every_global_batch():
 
 
 def test_global_batch_must_split_evenly():
-    from catsdogs import distribute
+    from catsdogs.training import distribute
 
     distribute.Plan("test", replicas=4).check_batch_size(128)
     with pytest.raises(UserError) as info:
@@ -294,7 +294,7 @@ def test_global_batch_must_split_evenly():
     ({"cluster": {"chief": ["a:1"], "worker": ["b:2"]}, "task": {"type": "worker", "index": 0}}, (2, 1)),
 ])
 def test_tf_config_names_the_chief_process_0(monkeypatch, config, expected):
-    from catsdogs import distribute
+    from catsdogs.training import distribute
 
     if config is None:
         monkeypatch.delenv("TF_CONFIG", raising=False)
@@ -304,7 +304,7 @@ def test_tf_config_names_the_chief_process_0(monkeypatch, config, expected):
 
 
 def test_bad_tf_config_is_a_user_error(monkeypatch):
-    from catsdogs import distribute
+    from catsdogs.training import distribute
 
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1"]}, "task": {"type": "ps", "index": 0}}')
     with pytest.raises(UserError, match="TF_CONFIG"):
@@ -312,7 +312,7 @@ def test_bad_tf_config_is_a_user_error(monkeypatch):
 
 
 def test_none_ignores_a_cluster_description_and_says_so(monkeypatch, caplog):
-    from catsdogs import distribute
+    from catsdogs.training import distribute
 
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}')
     with caplog.at_level(logging.INFO, logger="train"):

@@ -26,7 +26,7 @@ README_MAX_LINES = 200
 
 FENCE = re.compile(r"^(```+|~~~+)[ \t]*([\w+-]*)[^\n]*\n(.*?)^\1[ \t]*$", re.M | re.S)
 # a dotted name starting with a top-level params key, not inside a longer name or path
-# (`models/model.keras`, `catsdogs.model.build` and `tf.distribute` are not params)
+# (`models/model.keras`, `catsdogs.training.model.build` and `tf.distribute` are not params)
 DOTTED = re.compile(r"(?<![\w./$-])({tops})((?:\.[A-Za-z_]\w*)+)(?![\w/(-])")
 # the last part of a file name, not a key: `model.keras`, `train.json`, `filter.py`
 FILE_SUFFIXES = {"keras", "json", "csv", "py", "yaml", "yml", "png", "md", "lock", "zip", "tar", "txt", "npy", "toml"}
@@ -158,7 +158,7 @@ def test_a_made_up_key_is_caught(text, expected):
 
 
 @pytest.mark.parametrize("text", [
-    "`models/model.keras`, `metrics/train.json`, `src/catsdogs/stages/train.py`, `catsdogs.model.build`",
+    "`models/model.keras`, `metrics/train.json`, `src/catsdogs/stages/train.py`, `catsdogs.training.model.build`",
     "`tf.distribute.MirroredStrategy`, `python -m catsdogs.stages.train`, see model.keras.",
     "```yaml\n# dvc.yaml\nstages:\n  train:\n    cmd: python\n```\n",
 ])

@@ -8,47 +8,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from catsdogs import livelog, tables
+from catsdogs import history, tables
 from conftest import ROOT
+from importgraph import PACKAGE, transitive_files
 
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-PACKAGE = ROOT / "src" / "catsdogs"
 
 
-def module_file(name: str) -> Path:
-    """src/catsdogs/a/b.py for "catsdogs.a.b"."""
-    return ROOT / "src" / Path(*name.split(".")).with_suffix(".py")
-
-
-def imported_modules(path: Path) -> set[str]:
-    """The catsdogs modules a file imports anywhere (at the top, or inside functions after the backend is
-    chosen)."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names if alias.name.startswith("catsdogs.")}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "catsdogs":
-            for alias in node.names:
-                submodule = f"{node.module}.{alias.name}"
-                found.add(submodule if module_file(submodule).exists() else node.module)
-    return found - {"catsdogs"}
-
-
-def transitive_files(module: str) -> set[str]:
-    seen, todo = set(), [module]
-    while todo:
-        name = todo.pop()
-        if name not in seen:
-            seen.add(name)
-            todo.extend(imported_modules(module_file(name)))
-    return {module_file(name).relative_to(ROOT).as_posix() for name in seen}
-
-
-def test_the_package_init_holds_no_code():
-    """Every import runs src/catsdogs/__init__.py; it is no dependency only while it holds nothing but a
-    docstring."""
-    tree = ast.parse((PACKAGE / "__init__.py").read_text())
-    assert all(isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) for node in tree.body)
+def test_the_package_inits_hold_no_code():
+    """Every import runs src/catsdogs/__init__.py and its sub-package's; they are no dependency only while they
+    hold nothing but a docstring."""
+    inits = sorted(PACKAGE.rglob("__init__.py"))
+    assert len(inits) >= 7
+    for init in inits:
+        tree = ast.parse(init.read_text())
+        assert all(isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) for node in tree.body), init
 
 
 @pytest.mark.parametrize("stage", sorted(DVC_YAML["stages"]))
@@ -64,8 +38,8 @@ def test_code_dependencies_are_exactly_the_stage_imports(stage):
 
 def test_the_check_follows_imports_inside_functions(tmp_path):
     """The derivation itself: a deferred `from catsdogs import x as y` counts, like a top-level import."""
-    assert "src/catsdogs/model.py" in transitive_files("catsdogs.stages.evaluate")
-    assert "src/catsdogs/augment.py" in transitive_files("catsdogs.stages.evaluate")  # through model.py
+    assert "src/catsdogs/training/model.py" in transitive_files("catsdogs.stages.evaluate")
+    assert "src/catsdogs/training/augment.py" in transitive_files("catsdogs.stages.evaluate")  # through model.py
 
 
 def test_plots_read_columns_the_stages_write():
@@ -73,7 +47,7 @@ def test_plots_read_columns_the_stages_write():
     assert {live: {"cache": False}} in DVC_YAML["stages"]["train"]["outs"]
     written = {"metrics/predictions.csv": tables.PREDICTIONS, "metrics/roc.csv": tables.ROC}
     for name in tables.EPOCH_METRICS + tables.SYSTEM_METRICS:  # DVCLive's history files
-        written[livelog.history_file(Path(live), name).as_posix()] = [livelog.STEP, livelog.column(name)]
+        written[history.history_file(Path(live), name).as_posix()] = [history.STEP, history.column(name)]
     for plot in DVC_YAML["plots"]:
         if isinstance(plot, str):
             continue
@@ -88,5 +62,5 @@ def test_metrics_lead_with_the_training_summary_then_evaluation_then_exports_the
     then the top-level list. The stages declare none, so the top-level order is the table's."""
     assert not [name for name, stage in DVC_YAML["stages"].items() if "metrics" in stage]
     live = DVC_YAML["stages"]["train"]["cmd"].split("--live ")[1].split()[0]
-    assert DVC_YAML["metrics"] == [f"{live}/{livelog.SUMMARY}", "metrics/metrics.json", "metrics/export.json",
+    assert DVC_YAML["metrics"] == [f"{live}/{history.SUMMARY}", "metrics/metrics.json", "metrics/export.json",
                                    "metrics/filter.json"]

@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from catsdogs import exclusions, tables
+from catsdogs import tables
+from catsdogs.data import exclusions
 from catsdogs.errors import UserError
 from conftest import TINY_DATA, dvc, run, set_params
 

@@ -1,4 +1,4 @@
-"""`catsdogs best`'s ranking (catsdogs.experiments); the real sweep is in tests/test_workflows.py."""
+"""`catsdogs best`'s ranking (catsdogs.commands.experiments); the real sweep is in tests/test_workflows.py."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import sys
 import pytest
 from conftest import dvc, run
 
-from catsdogs import experiments
+from catsdogs.commands import experiments
 from catsdogs.errors import UserError
-from catsdogs.experiments import Experiment
+from catsdogs.commands.experiments import Experiment
 
 ACC, LOSS = experiments.DEFAULT_METRIC, experiments.TIE_BREAK
 
@@ -79,7 +79,7 @@ def test_parses_dvc_exp_show_json():
 
 def test_best_without_experiments_says_so(repo):
     dvc("exp", "show", cwd=repo)  # a repository with a commit and a pipeline, never run
-    result = run(sys.executable, "-m", "catsdogs.cli", "best", cwd=repo, check=False)
+    result = run(sys.executable, "-m", "catsdogs.commands.cli", "best", cwd=repo, check=False)
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "error: no experiments to rank: run some with `dvc exp run` (docs/workflows.md#sweeps-and-the-best-run)")

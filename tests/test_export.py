@@ -49,16 +49,17 @@ def trained(tmp_path_factory):
 
 
 def validation_images(workdir):
-    from catsdogs import images, splits
+    from catsdogs.data import images, splits
 
     data, _ = splits.read(workdir / "models/split.csv", ["Cat", "Dog"])
     return np.stack([images.decode_file(workdir / "clean" / data.paths[i], (32, 32)) for i in data.val])
 
 
 def keras_probabilities(workdir, batch):
-    from catsdogs import model as model_lib
+    from catsdogs import classes
+    from catsdogs.training import model as model_lib
 
-    return model_lib.probabilities(model_lib.load(workdir / "models/model.keras").predict(batch, verbose=0))
+    return classes.probabilities(model_lib.load(workdir / "models/model.keras").predict(batch, verbose=0))
 
 
 def test_each_export_matches_keras_in_its_own_runtime(trained):
@@ -83,7 +84,7 @@ def test_each_export_matches_keras_in_its_own_runtime(trained):
 
 
 def test_the_metadata_says_what_a_caller_needs(trained):
-    from catsdogs import exports
+    from catsdogs.serving import exports
 
     meta = json.loads((trained / "models/export/metadata.json").read_text())
     assert meta["classes"] == ["Cat", "Dog"]

@@ -1,4 +1,4 @@
-"""`catsdogs predict` on each of the three formats (catsdogs.exports): the same percentages, the lean
+"""`catsdogs predict` on each of the three formats (catsdogs.serving.exports): the same percentages, the lean
 install without TensorFlow and JAX, only JAX, and every kind of bad model file."""
 
 import json
@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from catsdogs import cli, exports
-from catsdogs import model as model_lib
+from catsdogs.commands import cli
+from catsdogs.serving import exports
+from catsdogs.training import model as model_lib
 from catsdogs.errors import UserError
 from conftest import ENV, ROOT
 
@@ -166,7 +167,7 @@ def blocked_env(tmp_path, *packages) -> dict:
 
 def cli_predict(env, model, images, cwd):
     code = ("import runpy, sys; sys.argv = ['catsdogs', 'predict', '--model', sys.argv[1], sys.argv[2]]\n"
-            "try:\n    runpy.run_module('catsdogs.cli', run_name='__main__')\n"
+            "try:\n    runpy.run_module('catsdogs.commands.cli', run_name='__main__')\n"
             "finally:\n    heavy = sorted({n.split('.')[0] for n in sys.modules} & {'keras', 'tensorflow', 'jax'})\n"
             "    print('imported:', heavy, file=sys.stderr)\n")
     return subprocess.run([sys.executable, "-c", code, str(model), str(images)], cwd=cwd, env=env,

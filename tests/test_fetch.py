@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from catsdogs.fetch import DownloadError, fetch
+from catsdogs.data.fetch import DownloadError, fetch
 
 DATA = random.Random(1234).randbytes(300_000)
 DATA_SHA = hashlib.sha256(DATA).hexdigest()
@@ -129,7 +129,7 @@ def test_plain_download(server, paths):
 def test_dropped_connection_resumes_with_range(server, paths, caplog):
     dest, partial_dir = paths
     server.behaviour.drop_after, server.behaviour.drop_count = 100_000, 1
-    with caplog.at_level(logging.INFO, logger="catsdogs.fetch"):
+    with caplog.at_level(logging.INFO, logger="catsdogs.data.fetch"):
         digest = _fetch(server.url, dest, partial_dir)
     assert dest.read_bytes() == DATA
     assert digest == DATA_SHA

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from catsdogs import archive
+from catsdogs.data import archive
 from catsdogs.stages import filter as filter_stage
 from conftest import COMMITTED_PARAMS_TEXT
 

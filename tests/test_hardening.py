@@ -26,8 +26,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from catsdogs import archive, images, livelog, synthetic
-from catsdogs.demo import merge
+from catsdogs import history
+from catsdogs.data import archive, images, synthetic
+from catsdogs.commands.demo import merge
 from catsdogs.errors import UserError
 from conftest import ENV, ROOT, TINY_TRAINING, committed_params, stage_command
 from test_fetch import DATA, DATA_SHA, server  # noqa: F401 - the misbehaving loopback server fixture
@@ -119,7 +120,7 @@ def animated_gif() -> bytes:
 
 
 def synthetic_kind(kind: str) -> bytes:
-    """The embedded dataset's own odd file of this kind (catsdogs.synthetic.PATHOLOGIES)."""
+    """The embedded dataset's own odd file of this kind (catsdogs.data.synthetic.PATHOLOGIES)."""
     return synthetic._class_file(np.random.default_rng([6, 0]), 0, 32, 48, kind)
 
 
@@ -173,7 +174,7 @@ def test_a_bomb_header_is_refused_without_allocating_its_pixels(tmp_path: Path):
     bomb = tmp_path / "bomb.jpg"
     bomb.write_bytes(png(9000, 9000, 8, 2, bytes(3 * 9000 + 1) * 100))
     code = (
-        "import resource, sys; from pathlib import Path; from catsdogs import images; "
+        "import resource, sys; from pathlib import Path; from catsdogs.data import images; "
         "data = Path(sys.argv[1]).read_bytes(); "
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
         "print(images.check(data, 'decode', 1_000_000), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)"
@@ -231,7 +232,7 @@ def test_filter_stage_on_every_odd_image(workdir: Path):
 def test_names_clashing_on_a_case_insensitive_file_system_are_listed_not_overwritten():
     """macOS and Windows store "Case.jpg" and "case.jpg" as one file: the first is kept, the second is
     ignored with the reason, so the counts match the files; class folders that would merge are an error."""
-    from catsdogs.archive import Members
+    from catsdogs.data.archive import Members
 
     folding = str.casefold
     members = Members(images=[("PetImages/Cat/Case.jpg", "Cat"), ("PetImages/Cat/case.jpg", "Cat"),
@@ -439,9 +440,9 @@ def test_ctrl_c_during_training_exits_130_and_writes_no_output(tmp_path: Path):
     assert not (tmp_path / "models").exists()  # no temporary files either
     # the live log keeps the epochs that finished: the curve of the interrupted run, in whole files
     assert [p.name for p in (tmp_path / "metrics").iterdir()] == ["train"]
-    finished = livelog.read_history(tmp_path / "metrics/train")
+    finished = history.read_history(tmp_path / "metrics/train")
     assert finished and [row["epoch"] for row in finished] == list(range(1, len(finished) + 1))
-    assert livelog.read_summary(tmp_path / "metrics/train")["step"] == len(finished)
+    assert history.read_summary(tmp_path / "metrics/train")["step"] == len(finished)
     assert not [p for p in (tmp_path / "metrics").rglob("*") if ".tmp" in p.name]
     # The run in progress is kept to resume from, and its checkpoints are whole files.
     [work] = (tmp_path / ".cache/train").iterdir()
@@ -555,7 +556,7 @@ def test_evaluate_refuses_an_unusable_model_with_one_line(tmp_path: Path, monkey
 
 
 def test_predict_refuses_an_unsafe_model(tmp_path: Path, capsys):
-    from catsdogs import cli
+    from catsdogs.commands import cli
 
     lambda_model(tmp_path / "model.keras")
     (tmp_path / "classes.json").write_text('["Cat", "Dog"]')

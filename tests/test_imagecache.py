@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from catsdogs import imagecache, images, splits
+from catsdogs.data import imagecache, images, splits
 
 
 def test_images_are_decoded_once_and_the_cache_follows_the_data(folder, tmp_path):
@@ -46,7 +46,7 @@ def test_a_damaged_or_foreign_cache_is_rebuilt_with_one_log_line(folder, tmp_pat
         np.save(path, np.zeros((3, 16, 24, 3), dtype=np.uint8))
     else:
         path.write_bytes(b"not a numpy file")
-    with caplog.at_level(logging.INFO, logger="catsdogs.imagecache"):
+    with caplog.at_level(logging.INFO, logger="catsdogs.data.imagecache"):
         healed = imagecache.load(folder, data.paths, (16, 24), cache, mode="memory")
     assert np.array_equal(healed, good)
     notes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("decoding the images again")]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from catsdogs import images
+from catsdogs.data import images
 
 BIG = 89_478_485
 

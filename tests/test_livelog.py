@@ -1,4 +1,4 @@
-"""The live log (catsdogs.livelog, monitor.LiveLog) and the progress inside an epoch (monitor.Progress), on a
+"""The live log (catsdogs.history, callbacks.LiveLog) and the progress inside an epoch (callbacks.Progress), on a
 real tiny Keras model: DVCLive's files, exactly-once history across an interrupted run, progress lines."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import keras
 import numpy as np
 import pytest
 
-from catsdogs import livelog, monitor, tables, training
+from catsdogs import history, tables
+from catsdogs.training import callbacks
 
 EPOCHS = 4
 IMAGES = 64
@@ -32,7 +33,7 @@ class CrashAfterLogging(keras.callbacks.Callback):
         self.at = at
 
     def on_epoch_end(self, epoch, logs=None):
-        if training.number(epoch) == self.at:
+        if history.epoch_number(epoch) == self.at:
             raise Crash
 
 
@@ -43,10 +44,10 @@ def fit(work, live, extra=(), progress=None):
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=keras.losses.BinaryCrossentropy(from_logits=True),
                   metrics=[keras.metrics.BinaryAccuracy(name="acc", threshold=0.0)])
-    callbacks = [training.EpochStats(), *(progress or []), monitor.LiveLog(live, work / "live", IMAGES), *extra,
+    every = [callbacks.EpochStats(), *(progress or []), callbacks.LiveLog(live, work / "live", IMAGES), *extra,
                  keras.callbacks.BackupAndRestore(str(work / "backup"), double_checkpoint=True)]
     model.fit(x[:IMAGES], y[:IMAGES], batch_size=BATCH, validation_data=(x[IMAGES:], y[IMAGES:]), epochs=EPOCHS,
-              shuffle=False, verbose=0, callbacks=callbacks)
+              shuffle=False, verbose=0, callbacks=every)
 
 
 def shaping(rows):
@@ -55,52 +56,52 @@ def shaping(rows):
 
 def test_writes_dvclive_files_each_epoch_and_the_summary(tmp_path):
     fit(tmp_path / "work", tmp_path / "live")
-    rows = livelog.read_history(tmp_path / "live", tables.EPOCH_METRICS + tables.SYSTEM_METRICS)
+    rows = history.read_history(tmp_path / "live", tables.EPOCH_METRICS + tables.SYSTEM_METRICS)
     assert [row["epoch"] for row in rows] == list(range(1, EPOCHS + 1))
     header = (tmp_path / "live/plots/metrics/val_acc.tsv").read_text().splitlines()[0]
-    assert header.split("\t") == [livelog.STEP, "val_acc"]  # as DVCLive writes them
-    summary = livelog.read_summary(tmp_path / "live")
+    assert header.split("\t") == [history.STEP, "val_acc"]  # as DVCLive writes them
+    summary = history.read_summary(tmp_path / "live")
     assert list(summary) == ["final", "train_images_per_second", "seconds", "best", "step"]
     assert list(summary["final"]) == ["val_acc", "val_loss", "acc", "loss"]  # what `dvc exp show` leads with
     assert summary["step"] == EPOCHS and summary["final"]["val_loss"] == pytest.approx(rows[-1]["val_loss"], abs=1e-6)
-    assert summary == {**livelog.summarize(rows, IMAGES), "step": EPOCHS}
+    assert summary == {**history.summarize(rows, IMAGES), "step": EPOCHS}
     assert all(row["images_per_second"] == pytest.approx(IMAGES / row["train_seconds"], rel=1e-3) for row in rows)
 
 
 def test_an_interrupted_run_resumes_with_each_epoch_once_and_the_same_numbers(tmp_path):
     fit(tmp_path / "a/work", tmp_path / "a/live")
-    reference = livelog.read_history(tmp_path / "a/live")
+    reference = history.read_history(tmp_path / "a/live")
 
     work, live = tmp_path / "b/work", tmp_path / "b/live"
     with pytest.raises(Crash):
         fit(work, live, [CrashAfterLogging(at=3)])
     # epoch 3 is in the log, not in Keras' backup: the resumed run trains it again
-    assert [row["epoch"] for row in livelog.read_history(live)] == [1, 2, 3]
-    assert [row["epoch"] for row in livelog.read_history(work / "live")] == [1, 2, 3]
+    assert [row["epoch"] for row in history.read_history(live)] == [1, 2, 3]
+    assert [row["epoch"] for row in history.read_history(work / "live")] == [1, 2, 3]
     # what DVC does before it runs a stage: the outputs go; a stray file must not come back either
     for path in live.rglob("*.tsv"):
         path.unlink()
     (live / "stray.txt").write_text("x")
 
     fit(work, live)
-    resumed = livelog.read_history(live)
+    resumed = history.read_history(live)
     assert [row["epoch"] for row in resumed] == list(range(1, EPOCHS + 1))
     assert shaping(resumed) == shaping(reference)
     assert not (live / "stray.txt").exists()
-    assert livelog.read_summary(live)["step"] == EPOCHS
+    assert history.read_summary(live)["step"] == EPOCHS
 
 
 def test_prune_keeps_the_epochs_before_the_first_one_trained_again(tmp_path):
-    live = livelog.open_live(tmp_path / "live")
+    live = history.open_live(tmp_path / "live")
     for epoch in (1, 2, 3):
         live.step = epoch
         live.log_metric("loss", 1.0 / epoch)
         live.log_metric("system/ram_gb", 0.5)
         live.next_step()
-    livelog.prune(tmp_path / "live", 2)
-    assert livelog.read_history(tmp_path / "live", ["loss", "system/ram_gb"]) == [
+    history.prune(tmp_path / "live", 2)
+    assert history.read_history(tmp_path / "live", ["loss", "system/ram_gb"]) == [
         {"epoch": 1, "loss": 1.0, "system/ram_gb": 0.5}]
-    livelog.prune(tmp_path / "live", 1)
+    history.prune(tmp_path / "live", 1)
     assert not list((tmp_path / "live").rglob("*.tsv"))
 
 
@@ -115,7 +116,7 @@ LINE = re.compile(r"^epoch (\d)/4: step (\d)/4, [\d,]+ images/s, loss \d\.\d{4};
 
 def test_off_a_terminal_progress_is_a_line_per_interval(tmp_path):
     stream = io.StringIO()
-    fit(tmp_path / "work", tmp_path / "live", progress=[monitor.Progress(BATCH, 1, stream=stream, interval=0)])
+    fit(tmp_path / "work", tmp_path / "live", progress=[callbacks.Progress(BATCH, 1, stream=stream, interval=0)])
     lines = stream.getvalue().splitlines()
     train = [line for line in lines if "validation" not in line]
     assert [LINE.match(line).groups() for line in train] == [
@@ -124,22 +125,22 @@ def test_off_a_terminal_progress_is_a_line_per_interval(tmp_path):
         f"epoch {e}/4: validation, step 1/1" for e in range(1, EPOCHS + 1)]
 
     quiet = io.StringIO()
-    fit(tmp_path / "work2", tmp_path / "live2", progress=[monitor.Progress(BATCH, 1, stream=quiet)])
+    fit(tmp_path / "work2", tmp_path / "live2", progress=[callbacks.Progress(BATCH, 1, stream=quiet)])
     assert quiet.getvalue() == ""  # the default interval, 30 s, is longer than this whole run
 
 
 def test_on_a_terminal_progress_is_a_bar(tmp_path):
     stream = Terminal()
-    fit(tmp_path / "work", tmp_path / "live", progress=[monitor.Progress(BATCH, 1, stream=stream, interval=0)])
+    fit(tmp_path / "work", tmp_path / "live", progress=[callbacks.Progress(BATCH, 1, stream=stream, interval=0)])
     text = stream.getvalue()
     assert "epoch 4/4" in text and "4/4" in text and "\r" in text  # tqdm redraws one line
     assert not [line for line in text.splitlines() if LINE.match(line)]
 
 
 def test_the_interval_comes_from_the_environment(monkeypatch):
-    assert monitor.Progress(BATCH).interval == monitor.PROGRESS_SECONDS == 30
-    monkeypatch.setenv(monitor.PROGRESS_SECONDS_VARIABLE, "0.5")
-    assert monitor.Progress(BATCH).interval == 0.5
+    assert callbacks.Progress(BATCH).interval == callbacks.PROGRESS_SECONDS == 30
+    monkeypatch.setenv(callbacks.PROGRESS_SECONDS_VARIABLE, "0.5")
+    assert callbacks.Progress(BATCH).interval == 0.5
 
 
 class SlowStep(keras.callbacks.Callback):
@@ -159,7 +160,7 @@ def test_a_step_longer_than_the_interval_still_gets_its_lines(tmp_path):
     stream = io.StringIO()
     start = time.monotonic()
     fit(tmp_path / "work", tmp_path / "live",
-        progress=[SlowStep(1.5), monitor.Progress(BATCH, 1, stream=stream, interval=0.3)])
+        progress=[SlowStep(1.5), callbacks.Progress(BATCH, 1, stream=stream, interval=0.3)])
     seconds = time.monotonic() - start
     lines = stream.getvalue().splitlines()
     during = [line for line in lines if line.startswith("epoch 1/4: step 1/4,")]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from catsdogs import metrics
+from catsdogs.evaluation import metrics
 
 
 def test_auc_of_perfect_random_and_inverted_scores():

@@ -10,7 +10,8 @@ import keras
 import numpy as np
 import pytest
 
-from catsdogs import model as model_lib
+from catsdogs import classes
+from catsdogs.training import model as model_lib
 from conftest import ENV, ROOT
 
 TUTORIAL = SimpleNamespace(entry_width=128, block_widths=[256, 512, 728], exit_width=1024, dropout=0.25,
@@ -38,7 +39,7 @@ def test_more_than_two_classes_get_one_logit_each_and_softmax_loss():
     model_lib.compile_for(model, 5, 1e-3)
     assert model.output_shape == (None, 5)
     assert isinstance(model.loss, keras.losses.SparseCategoricalCrossentropy)
-    probs = model_lib.probabilities(np.array([[1.0, 2.0, 0.0, 0.0, -1.0]]))
+    probs = classes.probabilities(np.array([[1.0, 2.0, 0.0, 0.0, -1.0]]))
     assert probs.shape == (1, 5) and np.isclose(probs.sum(), 1) and probs.argmax() == 1
 
 
@@ -85,7 +86,7 @@ def test_odd_batches_of_a_narrow_model_train_without_crashing():
     program = """
 import numpy as np, keras
 from types import SimpleNamespace as NS
-from catsdogs import model as model_lib
+from catsdogs.training import model as model_lib
 keras.utils.set_random_seed(1)
 x = np.random.randint(0, 255, (46, 32, 32, 3), dtype=np.uint8); y = np.random.randint(0, 2, 46)
 m = model_lib.build((32, 32), 2, NS(entry_width=4, block_widths=[8], exit_width=8, dropout=0.25, bn_momentum=0.9),
@@ -101,9 +102,9 @@ print("trained")
 
 def test_probabilities_of_known_logits():
     """One logit is p(class 1) = sigmoid(logit), class 0 first; more logits are a softmax, in class order."""
-    two = model_lib.probabilities(np.array([[np.log(3.0)], [-np.log(3.0)], [0.0], [40.0], [-40.0]]))
+    two = classes.probabilities(np.array([[np.log(3.0)], [-np.log(3.0)], [0.0], [40.0], [-40.0]]))
     np.testing.assert_allclose(two, [[0.25, 0.75], [0.75, 0.25], [0.5, 0.5], [0.0, 1.0], [1.0, 0.0]], atol=1e-12)
-    three = model_lib.probabilities(np.log([[1.0, 2.0, 5.0], [5.0, 2.0, 1.0], [1e-300, 1.0, 1.0]]) + [[0.0], [700.0], [3.0]])
+    three = classes.probabilities(np.log([[1.0, 2.0, 5.0], [5.0, 2.0, 1.0], [1e-300, 1.0, 1.0]]) + [[0.0], [700.0], [3.0]])
     np.testing.assert_allclose(three, [[0.125, 0.25, 0.625], [0.625, 0.25, 0.125], [0.0, 0.5, 0.5]], atol=1e-12)
 
 
@@ -193,7 +194,7 @@ def test_saved_models_load_with_plain_keras_on_both_backends_and_match_training(
     import pytest
 
     pytest.importorskip("jax")
-    from catsdogs import training
+    from catsdogs.training import callbacks
 
     keras.utils.set_random_seed(3)
     narrow = SimpleNamespace(entry_width=4, block_widths=[8], exit_width=8, dropout=0.25, bn_momentum=0.9)
@@ -202,15 +203,15 @@ def test_saved_models_load_with_plain_keras_on_both_backends_and_match_training(
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (48, 32, 32, 3), dtype=np.uint8), rng.integers(0, 2, 48)
     model.fit(images, labels, epochs=2, batch_size=16, verbose=0,
-              callbacks=[training.AtomicCheckpoint(tmp_path / "checkpoints")])
+              callbacks=[callbacks.AtomicCheckpoint(tmp_path / "checkpoints")])
     model_lib.inference_model(model).save(tmp_path / "model.keras")  # as the train stage saves it
-    expected = model_lib.probabilities(model.predict(images, verbose=0))
+    expected = classes.probabilities(model.predict(images, verbose=0))
     paths = [tmp_path / "model.keras", tmp_path / "checkpoints" / "save_at_2.keras"]
     for backend in ("tensorflow", "jax"):
         for path, loaded in load_with_plain_keras(backend, images, paths, tmp_path).items():
             assert loaded["policy"] == "float32" and loaded["dtypes"] == ["float32"], path
             assert loaded["classes"] == ["keras"], path  # stock layers only: no Augment, no fused batch norm
-            difference = np.abs(model_lib.probabilities(np.array(loaded["logits"])) - expected).max()
+            difference = np.abs(classes.probabilities(np.array(loaded["logits"])) - expected).max()
             assert difference <= PLAIN_KERAS_TOLERANCE, (backend, path, difference)
             print(f"{backend}: {Path(path).name}: largest probability difference {difference:.2e}")
     earlier = load_with_plain_keras("tensorflow", images, [tmp_path / "checkpoints" / "save_at_1.keras"], tmp_path)

@@ -33,7 +33,7 @@ def test_committed_params_are_the_tutorial():
 
 
 def test_demo_overrides_are_valid():
-    from catsdogs.demo import merge
+    from catsdogs.commands.demo import merge
 
     demo = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
     p = params.parse(merge(raw(), demo))
@@ -119,7 +119,7 @@ def test_a_renamed_key_names_its_new_name(old, new, value):
 
 
 def test_max_pixels_defaults_to_pillows_own_limit():
-    from catsdogs import images
+    from catsdogs.data import images
 
     assert params.parse(raw()).filter.max_pixels is None
     assert images.MAX_PIXELS == 89_478_485  # what the docs quote

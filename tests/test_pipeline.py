@@ -9,7 +9,8 @@ from collections import Counter
 import pytest
 import yaml
 
-from catsdogs import images, livelog, synthetic, tables
+from catsdogs import history, tables
+from catsdogs.data import images, synthetic
 from conftest import TINY_DATA, TINY_TRAINING, dvc, run, set_params
 
 ARCHIVE = "data/raw/kagglecatsanddogs_5340.zip"
@@ -78,9 +79,9 @@ def test_whole_pipeline_then_an_experiment(repo, tmp_path):
     assert 0 <= m["accuracy"] <= 1 and 0 <= m["roc_auc"] <= 1 and m["loss"] > 0
     assert m["images"] == int(0.2 * json.loads((repo / "metrics/filter.json").read_text())["kept"])
     assert set(m["per_class_accuracy"]) == {"Cat", "Dog"}
-    train = livelog.read_summary(repo / "metrics/train")  # DVCLive's summary: `step` is the last epoch
+    train = history.read_summary(repo / "metrics/train")  # DVCLive's summary: `step` is the last epoch
     assert train["step"] == 2 and train["train_images_per_second"] > 0
-    rows = livelog.read_history(repo / "metrics/train", tables.EPOCH_METRICS + tables.SYSTEM_METRICS)
+    rows = history.read_history(repo / "metrics/train", tables.EPOCH_METRICS + tables.SYSTEM_METRICS)
     assert [r["epoch"] for r in rows] == [1, 2]
     # images/s come from the epoch without its validation pass
     assert all(0 < r["train_seconds"] < r["seconds"] for r in rows)
@@ -141,14 +142,14 @@ def test_whole_pipeline_then_an_experiment(repo, tmp_path):
 
     result = dvc("exp", "run", "-S", "epochs=3", cwd=repo)
     assert ran(result) == {"train", "export", "evaluate", "plot"}
-    assert livelog.read_summary(repo / "metrics/train")["step"] == 3
+    assert history.read_summary(repo / "metrics/train")["step"] == 3
     shown = json.loads(dvc("exp", "show", "--json", cwd=repo).stdout)
     assert {exp["revs"][0]["data"]["metrics"]["metrics/train/metrics.json"]["data"]["step"]
             for baseline in shown for exp in baseline.get("experiments") or []} == {3}
 
     # predict on one of the synthetic images, through the installed console command
     image = next((repo / "data/clean/PetImages/Dog").glob("*.jpg"))
-    out = run(sys.executable, "-m", "catsdogs.cli", "predict", str(image), cwd=repo).stdout.strip()
+    out = run(sys.executable, "-m", "catsdogs.commands.cli", "predict", str(image), cwd=repo).stdout.strip()
     assert out.startswith(f"{image}: This image is ") and out.endswith("% dog.")
     cat, dog = [float(word.rstrip("%")) for word in out.split() if word.endswith("%")]
     assert abs(cat + dog - 100) <= 0.011

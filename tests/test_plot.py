@@ -13,8 +13,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from catsdogs import figures, livelog, metrics, params, splits, tables
-from catsdogs import model as model_lib
+from catsdogs import history, params, tables
+from catsdogs.data import splits
+from catsdogs.evaluation import figures, metrics
+from catsdogs.training import model as model_lib
 from catsdogs.stages import plot
 from conftest import committed_params
 
@@ -81,7 +83,7 @@ def inputs(tmp_path_factory) -> Inputs:
             Image.fromarray(picture(rng)).save(images / cls / f"{i}.jpg")
 
     log = root / "live"  # written by DVCLive, epochs numbered from 1, as the train stage does
-    live = livelog.open_live(log)
+    live = history.open_live(log)
     for e in (1, 2, 3):
         live.step = e
         for name, value in zip(tables.EPOCH_METRICS, [0.8 - 0.1 * e, 0.4 + 0.1 * e, 0.85 - 0.1 * e, 0.35 + 0.1 * e,
@@ -189,6 +191,6 @@ def test_a_missing_training_history_names_the_train_stage(inputs, tmp_path, caps
                    "--roc", str(inputs.roc), "--model", str(inputs.model), "--classes", str(inputs.classes),
                    "--split", str(inputs.split), "--out", str(tmp_path / "plots")])
     assert exit_info.value.code == 2
-    missing = livelog.history_file(tmp_path / "live", tables.EPOCH_METRICS[0])
+    missing = history.history_file(tmp_path / "live", tables.EPOCH_METRICS[0])
     assert f"{missing} not found: run the train stage first" in capsys.readouterr().err
     assert not (tmp_path / "plots").exists()

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from catsdogs import cli
-from catsdogs import model as model_lib
+from catsdogs.commands import cli
+from catsdogs.training import model as model_lib
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +108,8 @@ def test_bad_input_is_a_clear_message_and_exit_code_2(trained, tmp_path, capsys,
         if case == "corrupt model":
             (model_dir / "model.keras").write_bytes(b"PK\x03\x04 definitely not a keras file")
     elif case == "huge image":
-        monkeypatch.setattr("catsdogs.images.MAX_PIXELS", 49 * 40)
-        monkeypatch.setattr("catsdogs.predict.predict.__defaults__", (64, 49 * 40))
+        monkeypatch.setattr("catsdogs.data.images.MAX_PIXELS", 49 * 40)
+        monkeypatch.setattr("catsdogs.serving.predict.predict.__defaults__", (64, 49 * 40))
     code, out, err = predict(model_dir, target, capsys=capsys)
     assert code == 2
     assert message in err

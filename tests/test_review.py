@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from catsdogs import exclusions, review, splits, synthetic, tables
+from catsdogs import tables
+from catsdogs.commands import review
+from catsdogs.data import exclusions, splits, synthetic
 from catsdogs.errors import UserError
 from conftest import TINY_DATA, TINY_TRAINING, dvc, run, set_params
 
@@ -147,7 +149,7 @@ def test_review_command_on_a_tiny_pipeline(repo):
                                            duplicate_rate=0.1)
     set_params(repo, params | TINY_TRAINING)
     dvc("repro", cwd=repo)
-    result = run(sys.executable, "-m", "catsdogs.cli", "review", "--epochs", "1", cwd=repo)
+    result = run(sys.executable, "-m", "catsdogs.commands.cli", "review", "--epochs", "1", cwd=repo)
     assert "candidates in review/candidates.csv" in result.stdout
     sheet = Image.open(repo / "review" / review.CONTACT_SHEET)
     assert sheet.format == "PNG" and sheet.width > 500
@@ -162,8 +164,8 @@ def test_review_command_on_a_tiny_pipeline(repo):
     assert len(truth) >= 3
     assert len(found & truth) / len(truth) >= 0.8
 
-    run(sys.executable, "-m", "catsdogs.cli", "review", "--accept-top", "100", "--kind", "duplicate", cwd=repo)
-    again = run(sys.executable, "-m", "catsdogs.cli", "review", "--accept-top", "100", "--kind", "duplicate",
+    run(sys.executable, "-m", "catsdogs.commands.cli", "review", "--accept-top", "100", "--kind", "duplicate", cwd=repo)
+    again = run(sys.executable, "-m", "catsdogs.commands.cli", "review", "--accept-top", "100", "--kind", "duplicate",
                 cwd=repo)
     assert f"{len(found)} already listed" in again.stdout
     assert "changed deps" in dvc("status", "filter", cwd=repo).stdout

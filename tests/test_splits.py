@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from catsdogs import images, splits
+from catsdogs.data import images, splits
 from catsdogs.errors import UserError
 from test_images import write_folder
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from catsdogs import images, synthetic
-from catsdogs.synthetic import PATHOLOGIES
+from catsdogs.data import images, synthetic
+from catsdogs.data.synthetic import PATHOLOGIES
 
 MAX_PIXELS = 89478485
 SMALL = dict(images_per_class=40, side_range=[32, 48], pathology_rate=0.2, seed=3)

@@ -1,4 +1,4 @@
-"""catsdogs.training: the learning-rate schedule's values, and the train stage's callbacks on tiny real models.
+"""catsdogs.training.run: the learning-rate schedule's values, and the train stage's callbacks on tiny real models.
 
 Expected values are computed here from the formulas (in float64), never from Keras' own schedule classes.
 """
@@ -12,9 +12,10 @@ import keras
 import numpy as np
 import pytest
 
-from catsdogs import batches as batches_lib
-from catsdogs import entry, params, training
-from catsdogs.augment import Augment
+from catsdogs.training import batches as batches_lib
+from catsdogs import entry, params
+from catsdogs.training import callbacks, run
+from catsdogs.training.augment import Augment
 from conftest import params_with
 
 
@@ -42,16 +43,16 @@ def rate_at(schedule, step: int) -> float:
 
 
 def test_constant_schedule_is_the_learning_rate_itself():
-    assert training.learning_rate(make_params(lr_schedule="constant", learning_rate=1.0e-3), 7) == 1.0e-3
+    assert run.learning_rate(make_params(lr_schedule="constant", learning_rate=1.0e-3), 7) == 1.0e-3
     # warm-up applies to the cosine schedule only
-    assert training.learning_rate(make_params(lr_schedule="constant", learning_rate=2.0e-3, warmup_epochs=2), 7) \
+    assert run.learning_rate(make_params(lr_schedule="constant", learning_rate=2.0e-3, warmup_epochs=2), 7) \
         == 2.0e-3
 
 
 def test_cosine_without_warmup_starts_at_the_peak_halves_midway_and_ends_at_zero():
     peak, epochs, per_epoch = 3.0e-4, 5, 8
     total = epochs * per_epoch  # 40 steps
-    schedule = training.learning_rate(make_params(epochs=epochs, learning_rate=peak), per_epoch)
+    schedule = run.learning_rate(make_params(epochs=epochs, learning_rate=peak), per_epoch)
     assert rate_at(schedule, 0) == pytest.approx(peak, rel=1e-6)
     assert rate_at(schedule, total // 2) == pytest.approx(peak / 2, rel=1e-6)
     assert rate_at(schedule, 10) == pytest.approx(peak * 0.5 * (1 + math.cos(math.pi / 4)), rel=1e-6)
@@ -68,7 +69,7 @@ def test_cosine_without_warmup_starts_at_the_peak_halves_midway_and_ends_at_zero
 def test_cosine_with_warmup_rises_linearly_from_zero_then_decays_to_zero():
     peak, epochs, warmup_epochs, per_epoch = 1.0e-3, 6, 2, 5
     total, warmup = epochs * per_epoch, warmup_epochs * per_epoch  # 30 and 10 steps
-    schedule = training.learning_rate(
+    schedule = run.learning_rate(
         make_params(epochs=epochs, learning_rate=peak, warmup_epochs=warmup_epochs), per_epoch)
     assert rate_at(schedule, 0) == 0.0
     assert rate_at(schedule, 1) == pytest.approx(peak / 10, rel=1e-6)
@@ -118,17 +119,17 @@ def test_the_optimizer_follows_the_schedule_step_by_step_in_training():
     per_epoch = len(x) // batch_size  # 3
     p = make_params(epochs=epochs, learning_rate=peak, warmup_epochs=warmup_epochs)
     model = tiny_model()
-    model.compile(optimizer=keras.optimizers.Adam(training.learning_rate(p, per_epoch)),
+    model.compile(optimizer=keras.optimizers.Adam(run.learning_rate(p, per_epoch)),
                   loss=keras.losses.BinaryCrossentropy(from_logits=True))
     record = RecordRates()
-    history = model.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=False, verbose=0,
-                        callbacks=[record, training.EpochStats()])
+    fitted = model.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=False, verbose=0,
+                        callbacks=[record, callbacks.EpochStats()])
     total, warmup = epochs * per_epoch, warmup_epochs * per_epoch
     expected = [expected_rate(s, peak, total, warmup) for s in range(total)]
     np.testing.assert_allclose(record.rates, expected, rtol=1e-5, atol=peak * 1e-7)
     assert record.rates[0] == 0.0 and record.rates[warmup] == pytest.approx(peak, rel=1e-6)
     logged = [expected_rate((e + 1) * per_epoch, peak, total, warmup) for e in range(epochs)]
-    np.testing.assert_allclose(history.history["learning_rate"], logged, rtol=1e-5, atol=1e-9 * peak)
+    np.testing.assert_allclose(fitted.history["learning_rate"], logged, rtol=1e-5, atol=1e-9 * peak)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -148,16 +149,16 @@ def test_epoch_stats_adds_the_rate_and_the_seconds_of_each_epoch():
         def on_test_batch_end(self, batch, logs=None):
             time.sleep(0.1)
 
-    history = model.fit(x[:8], y[:8], validation_data=(x[8:], y[8:]), batch_size=4, epochs=2, verbose=0,
-                        callbacks=[Slow(), training.EpochStats()])
-    logs = history.history
+    fitted = model.fit(x[:8], y[:8], validation_data=(x[8:], y[8:]), batch_size=4, epochs=2, verbose=0,
+                        callbacks=[Slow(), callbacks.EpochStats()])
+    logs = fitted.history
     assert logs["learning_rate"] == [pytest.approx(2.5e-3, rel=1e-6)] * 2
     for seconds, train_seconds in zip(logs["seconds"], logs["train_seconds"]):
         # train_seconds stops where the validation pass starts: the 0.2 s validation is in seconds only
         assert train_seconds >= 0.06 and seconds >= train_seconds + 0.2
     # without validation the two are the same span
-    history = model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[training.EpochStats()])
-    assert history.history["train_seconds"][0] == pytest.approx(history.history["seconds"][0], abs=1e-3)
+    fitted = model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[callbacks.EpochStats()])
+    assert fitted.history["train_seconds"][0] == pytest.approx(fitted.history["seconds"][0], abs=1e-3)
 
 
 def seed_states(model) -> list[list[int]]:
@@ -175,7 +176,7 @@ def test_epoch_seeds_ties_batch_order_and_random_layers_to_seed_and_epoch():
 
     def fresh():
         batches = batches_lib.Batches(images, labels, np.arange(10), batch_size=3, shuffle=True, seed=5)
-        callback = training.EpochSeeds(batches, seed=5)
+        callback = callbacks.EpochSeeds(batches, seed=5)
         model = tiny_model(seed=11)
         callback.set_model(model)
         return batches, callback, model
@@ -220,7 +221,7 @@ def test_atomic_checkpoint_writes_save_at_epoch_plus_one_and_nothing_else(tmp_pa
             snapshots.append([w.copy() for w in self.model.get_weights()])
 
     folder = tmp_path / "checkpoints"
-    model.fit(x, y, batch_size=4, epochs=3, verbose=0, callbacks=[training.AtomicCheckpoint(folder), Snapshot()])
+    model.fit(x, y, batch_size=4, epochs=3, verbose=0, callbacks=[callbacks.AtomicCheckpoint(folder), Snapshot()])
     assert sorted(p.name for p in folder.iterdir()) == ["save_at_1.keras", "save_at_2.keras", "save_at_3.keras"]
     for epoch, weights in enumerate(snapshots, start=1):  # save_at_N holds the weights after epoch N
         saved = keras.saving.load_model(folder / f"save_at_{epoch}.keras").get_weights()
@@ -233,11 +234,11 @@ def test_interruptible_ends_training_at_the_next_batch(monkeypatch):
     x, y = tiny_data(12)
     model = tiny_model()
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.BinaryCrossentropy(from_logits=True))
-    model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[training.Interruptible()])  # no interrupt
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[callbacks.Interruptible()])  # no interrupt
     assert int(model.optimizer.iterations) == 3
     monkeypatch.setattr(entry, "_interrupted", True)  # a Ctrl-C that was swallowed somewhere
     with pytest.raises(KeyboardInterrupt):
-        model.fit(x, y, batch_size=4, epochs=5, verbose=0, callbacks=[training.Interruptible()])
+        model.fit(x, y, batch_size=4, epochs=5, verbose=0, callbacks=[callbacks.Interruptible()])
     assert int(model.optimizer.iterations) == 4  # one more batch, not the rest of the epoch
     with pytest.raises(KeyboardInterrupt):
-        model.evaluate(x, y, batch_size=4, verbose=0, callbacks=[training.Interruptible()])
+        model.evaluate(x, y, batch_size=4, verbose=0, callbacks=[callbacks.Interruptible()])

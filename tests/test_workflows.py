@@ -25,7 +25,8 @@ import pytest
 import yaml
 from conftest import ENV, TINY_DATA, TINY_TRAINING, dvc, make_repo, run, set_params
 
-from catsdogs import images, livelog, splits, tables
+from catsdogs import history, tables
+from catsdogs.data import images, splits
 
 pytestmark = pytest.mark.slow  # every test here rests on real (tiny) training runs
 
@@ -255,7 +256,7 @@ def test_an_experiment_sets_params_and_dvc_exp_show_lists_it(work):
     result = dvc("exp", "run", "-n", "three-epochs", "-S", "epochs=3", cwd=work)
     assert ran(result) == {"train", "export", "evaluate", "plot"}
     assert yaml.safe_load((work / "params.yaml").read_text())["epochs"] == 3
-    assert livelog.read_summary(work / "metrics/train")["step"] == 3
+    assert history.read_summary(work / "metrics/train")["step"] == 3
     assert status(work) == {}
 
     found = experiments(work)["three-epochs"]
@@ -271,7 +272,7 @@ def test_an_experiment_sets_params_and_dvc_exp_show_lists_it(work):
 
 
 def best(repo: Path, *args: str, check=True):
-    return run(sys.executable, "-m", "catsdogs.cli", "best", *args, cwd=repo, check=check)
+    return run(sys.executable, "-m", "catsdogs.commands.cli", "best", *args, cwd=repo, check=check)
 
 
 def test_a_sweep_with_dvc_grammar_then_catsdogs_best_applies_and_branches_the_best(work):
@@ -376,7 +377,7 @@ def start(command: list[str], repo: Path) -> subprocess.Popen:
 def live_step(repo: Path) -> int:
     """The last epoch DVCLive's summary holds, or 0 (none yet, or caught mid-write)."""
     try:
-        return livelog.read_summary(repo / "metrics/train")["step"]
+        return history.read_summary(repo / "metrics/train")["step"]
     except (OSError, ValueError, KeyError):
         return 0
 
@@ -409,12 +410,12 @@ def kill_after_epoch_2(command: list[str], repo: Path) -> None:
         kill(process)
 
 
-def history(text_of) -> dict[str, list[tuple[int, float]]]:
+def logged_history(text_of) -> dict[str, list[tuple[int, float]]]:
     """{metric: [(epoch, value), ...]} of DVCLive's history files, read through `text_of(relative path)`."""
     found = {}
     for name in tables.EPOCH_METRICS:
-        rows = read_csv(text_of(livelog.history_file(Path("metrics/train"), name).as_posix()).replace("\t", ","))
-        found[name] = [(int(row[livelog.STEP]), float(row[livelog.column(name)])) for row in rows]
+        rows = read_csv(text_of(history.history_file(Path("metrics/train"), name).as_posix()).replace("\t", ","))
+        found[name] = [(int(row[history.STEP]), float(row[history.column(name)])) for row in rows]
     return found
 
 
@@ -422,15 +423,15 @@ def assert_resumed_like_an_uninterrupted_run(result, repo: Path) -> None:
     output = result.stdout + result.stderr
     assert "resuming the interrupted run" in output, output[-4000:]
     assert "train" in ran(result)
-    logged = history(lambda path: (repo / path).read_text())
+    logged = logged_history(lambda path: (repo / path).read_text())
     for name, rows in logged.items():  # each epoch once, from 1
         assert [epoch for epoch, _ in rows] == list(range(1, EPOCHS + 1)), name
-    summary = livelog.read_summary(repo / "metrics/train")
+    summary = history.read_summary(repo / "metrics/train")
     assert summary["step"] == EPOCHS
     assert len(list((repo / "models/checkpoints").glob("save_at_*.keras"))) == EPOCHS
     assert not list(repo.glob(".cache/train/*"))
     # the committed run of the same params was never interrupted: the same numbers, but for the times
-    reference = history(lambda path: git(repo, "show", f"HEAD:{path}"))
+    reference = logged_history(lambda path: git(repo, "show", f"HEAD:{path}"))
     timed = {"seconds", "train_seconds", "images_per_second"}
     assert {k: v for k, v in logged.items() if k not in timed} == {k: v for k, v in reference.items() if k not in timed}
     committed = json.loads(git(repo, "show", "HEAD:metrics/train/metrics.json"))

@@ -1,6 +1,6 @@
 """Whether the installed Keras is one that catsdogs' patches of Keras internals were verified with.
 
-`catsdogs.distribute` replaces private parts of Keras' TensorFlow trainer (`reduce_per_replica`,
+`catsdogs.training.distribute` replaces private parts of Keras' TensorFlow trainer (`reduce_per_replica`,
 `Model._symbolic_build` and `_maybe_symbolic_build`) to work around Keras bugs; any Keras release may rename
 or change them, and "same params + same data → same metrics" holds only for the same library versions. So
 the train stage checks first, and stops with one line instead of failing deep inside `fit` or training
@@ -27,7 +27,7 @@ EXTRA = "pipeline"  # pyproject.toml's extra that holds the pipeline's Keras
 
 INSTALL = "install the locked environment: pip install --require-hashes -r requirements.lock (see docs/environment.md)"
 
-# What catsdogs.distribute patches, by backend: (module, attribute path). Nothing is patched for jax.
+# What catsdogs.training.distribute patches, by backend: (module, attribute path). Nothing is patched for jax.
 PATCHED = {
     "tensorflow": [
         ("keras.src.backend.tensorflow.trainer", "reduce_per_replica"),
@@ -68,7 +68,7 @@ def describe(specifiers: SpecifierSet) -> str:
 
 def check_keras(backend: str) -> None:
     """Raise UserError unless the installed Keras is within the verified range and, with `backend`, has
-    every internal that catsdogs.distribute patches. The train stage calls it first, after
+    every internal that catsdogs.training.distribute patches. The train stage calls it first, after
     `catsdogs.backend.select(backend)`."""
     installed, verified = installed_keras(), verified_range()
     try:

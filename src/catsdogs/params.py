@@ -41,7 +41,7 @@ SYNTHETIC_MIN_SIDE = 16  # pixels: the smallest side the synthetic figures are s
 
 def check_synthetic(images_per_class, side_range, pathology_rate, seed, flipped_rate=0.0, non_pet_rate=0.0,
                     duplicate_rate=0.0) -> tuple[int, int]:
-    """What the synthetic archive's generator accepts (download.synthetic; catsdogs.synthetic checks its
+    """What the synthetic archive's generator accepts (download.synthetic; catsdogs.data.synthetic checks its
     arguments with it too); ValueError naming the argument otherwise. Returns the smallest and largest side."""
     if isinstance(images_per_class, bool) or not isinstance(images_per_class, int) or images_per_class < 1:
         raise ValueError(f"images_per_class must be an integer >= 1, got {images_per_class!r}")
@@ -83,7 +83,7 @@ class Synthetic(_Section):
     side_range: list[int]  # [smallest, largest] side of each image, in pixels
     pathology_rate: float
     seed: int
-    # Faults a data review should find (catsdogs.synthetic.faults records which images have them); 0: none
+    # Faults a data review should find (catsdogs.data.synthetic.faults records which images have them); 0: none
     flipped_rate: float = 0.0  # share of images filed under the other class
     non_pet_rate: float = 0.0  # share of images with no figure in them
     duplicate_rate: float = 0.0  # share of images that are a re-encoded, resized, cropped copy of another
@@ -108,7 +108,7 @@ class Download(_Section):
 class Filter(_Section):
     method: Literal["decode", "jfif"]
     workers: Annotated[int, Field(ge=0)]
-    max_pixels: PositiveInt | None  # None: Pillow's own limit (catsdogs.images.MAX_PIXELS)
+    max_pixels: PositiveInt | None  # None: Pillow's own limit (catsdogs.data.images.MAX_PIXELS)
 
 
 class Data(_Section):

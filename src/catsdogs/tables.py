@@ -9,7 +9,7 @@ SUBSETS = ("train", "validation")  # the values of SPLIT's "subset"
 
 # metrics/train/: the train stage's DVCLive folder, written as each epoch ends. Each metric has its history in
 # plots/metrics/<name>.tsv, columns `step` (the epoch, numbered from 1 as Keras prints them and checkpoints are
-# named) and the name's last part; metrics.json is the run's summary (catsdogs.livelog.summarize).
+# named) and the name's last part; metrics.json is the run's summary (catsdogs.history.summarize).
 EPOCH_METRICS = ["loss", "acc", "val_loss", "val_acc", "learning_rate", "seconds", "train_seconds",
                  "images_per_second"]
 # where the epoch's time went: CPU busy on the whole machine and in the train process (100 = every core),

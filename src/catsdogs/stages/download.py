@@ -11,9 +11,10 @@ import argparse
 import logging
 from pathlib import Path
 
-from catsdogs import params, synthetic
+from catsdogs import params
+from catsdogs.data import synthetic
 from catsdogs.entry import run_main
-from catsdogs.fetch import fetch
+from catsdogs.data.fetch import fetch
 
 log = logging.getLogger("download")
 

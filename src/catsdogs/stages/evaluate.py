@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from catsdogs import atomic, backend, imagecache, metrics, params, splits, tables
+from catsdogs import atomic, backend, classes, params, tables
+from catsdogs.data import imagecache, splits
+from catsdogs.evaluation import metrics
 from catsdogs.entry import run_main
 
 log = logging.getLogger("evaluate")
@@ -33,8 +35,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     p = params.load()
     backend.select(p.train.backend)
-    from catsdogs import batches
-    from catsdogs import model as model_lib
+    from catsdogs.training import batches
+    from catsdogs.training import model as model_lib
 
     model = model_lib.load(args.model)
     class_names = model_lib.load_classes(args.classes, model)
@@ -43,7 +45,7 @@ def main(argv=None) -> None:
     array = imagecache.load(args.data, data.paths, image_size, args.image_cache, p.data.cache_mode)
     val = batches.Batches(array, data.labels, data.val, p.data.batch_size, shuffle=False, seed=p.seed)
 
-    probs = model_lib.probabilities(model.predict(val, verbose=2))
+    probs = classes.probabilities(model.predict(val, verbose=2))
     labels = data.labels[data.val]
     summary = metrics.classification(labels, probs, class_names)
     true_prob = probs[np.arange(len(labels)), labels]

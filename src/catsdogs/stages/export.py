@@ -2,7 +2,7 @@
 
 Writes one folder (the registered artifact, dvc.yaml's `artifacts:`): the plain-Keras file, a TensorFlow
 SavedModel for TF Serving and an ONNX file, both taking a batch of uint8 images at the trained size and
-returning class probabilities, and `metadata.json` (catsdogs.exports.describe). Before anything is written,
+returning class probabilities, and `metadata.json` (catsdogs.serving.exports.describe). Before anything is written,
 each export runs on the validation images and is compared with the Keras model: the largest probability
 difference per format goes to the metrics file, and one above `export.tolerance` stops the stage with
 nothing written. A format whose packages are missing is skipped with a one-line note naming the extra.
@@ -17,7 +17,9 @@ import shutil
 import warnings
 from pathlib import Path
 
-from catsdogs import atomic, backend, exports, imagecache, params, splits
+from catsdogs import atomic, backend, classes, params
+from catsdogs.data import imagecache, splits
+from catsdogs.serving import exports
 from catsdogs.entry import run_main
 from catsdogs.errors import UserError
 
@@ -40,14 +42,14 @@ def main(argv=None) -> None:
     formats = [fmt for fmt in p.export.formats if available(fmt)]
     # The model file holds stock layers only: any backend reads it, and the exports need TensorFlow's.
     backend.select(backend.installed())
-    from catsdogs import model as model_lib
+    from catsdogs.training import model as model_lib
 
     model = model_lib.load(args.model)
     class_names = model_lib.load_classes(args.classes, model)
     data = splits.read_unchanged(args.data, args.split, class_names)
     size = model.input_shape[1:3]
     val = imagecache.load(args.data, data.paths, size, args.image_cache, p.data.cache_mode)[data.val]
-    expected = model_lib.probabilities(model.predict(val, batch_size=p.data.batch_size, verbose=0))
+    expected = classes.probabilities(model.predict(val, batch_size=p.data.batch_size, verbose=0))
 
     differences = {}
     with atomic.atomic_dir(args.out) as tmp:

@@ -1,10 +1,10 @@
 """Filter stage: keep the images that training can load, drop the rest, and say why.
 
-Reads members straight from the zip (no extraction first), checks them in parallel (catsdogs.checker),
+Reads members straight from the zip (no extraction first), checks them in parallel (catsdogs.data.checker),
 writes the kept ones to the cleaned folder and counts what was dropped per reason. `method: decode` keeps
 exactly what decodes to an RGB image with the decoder training uses; `method: jfif` reproduces the
 tutorial's header check.
-Members listed in the exclusion list (`--exclude`, catsdogs.exclusions) are dropped unread, with reason
+Members listed in the exclusion list (`--exclude`, catsdogs.data.exclusions) are dropped unread, with reason
 `excluded` and the list's reason as the detail.
 """
 
@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 
-from catsdogs import archive as zipped
-from catsdogs import atomic, checker, exclusions, images, params, tables
+from catsdogs.data import archive as zipped
+from catsdogs import atomic, params, tables
+from catsdogs.data import checker, exclusions, images
 from catsdogs.entry import run_main
 from catsdogs.errors import UserError
 

@@ -2,7 +2,7 @@
 
 Draws a sample of training images and augmented versions of one of them (the tutorial's two figures), the
 training curves, the confusion matrix, the ROC curve, the most confidently wrong validation images and the
-model's architecture (catsdogs.figures draws them). Every figure is drawn before the first is written.
+model's architecture (catsdogs.evaluation.figures draws them). Every figure is drawn before the first is written.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from catsdogs import backend, figures, images, livelog, params, splits, tables
+from catsdogs import backend, history, params, tables
+from catsdogs.data import images, splits
+from catsdogs.evaluation import figures
 from catsdogs.entry import run_main
 from catsdogs.errors import UserError
 
@@ -50,10 +52,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     p = params.load()
     backend.select(p.train.backend)
-    from catsdogs import model as model_lib
+    from catsdogs.training import model as model_lib
 
     require(args.data, "filter")
-    train_log = livelog.read_history(args.live)
+    train_log = history.read_history(args.live)
     predictions = read_csv(args.predictions, "evaluate", tables.PREDICTIONS)
     curve = read_csv(args.roc, "evaluate", tables.ROC)
     model = model_lib.load(args.model)

@@ -2,8 +2,8 @@
 
 Reads the cleaned folder, decodes every image once (cached across runs), trains with augmentation inside
 the model, and writes the final model and per-epoch checkpoints. As each epoch ends, DVCLive logs its
-metrics and the run's summary into the live folder (catsdogs.livelog), for `dvc exp show`, `dvc plots show`,
-the VS Code extension and DVC Studio to follow; inside an epoch, catsdogs.monitor shows progress.
+metrics and the run's summary into the live folder (catsdogs.history), for `dvc exp show`, `dvc plots show`,
+the VS Code extension and DVC Studio to follow; inside an epoch, catsdogs.training.callbacks shows progress.
 
 A run in progress lives in a work folder named after its params and data (Keras' BackupAndRestore state,
 the checkpoints and a copy of the live log). If the process is killed, the next `dvc repro` or `dvc exp run`
@@ -18,7 +18,8 @@ import logging
 import shutil
 from pathlib import Path
 
-from catsdogs import atomic, backend, compat, imagecache, livelog, params, splits
+from catsdogs import atomic, backend, compat, history, params
+from catsdogs.data import imagecache, splits
 from catsdogs.entry import run_main
 from catsdogs.errors import UserError
 
@@ -38,8 +39,8 @@ def main(argv=None) -> None:
     compat.check_keras(p.train.backend)  # the Keras internals that distribute patches are the verified ones
     import keras
 
-    from catsdogs import distribute, monitor, training
-    from catsdogs import model as model_lib
+    from catsdogs.training import callbacks, distribute, run
+    from catsdogs.training import model as model_lib
 
     plan = distribute.setup(p.train.distribute, p.train.backend)  # first: before any tensor exists
     plan.check_batch_size(p.data.batch_size)
@@ -53,32 +54,32 @@ def main(argv=None) -> None:
     log.info("%d images of %d classes (%s): %d for training, %d for validation", len(data.paths),
              len(data.class_names), ", ".join(data.class_names), len(data.train), len(data.val))
     array = imagecache.load(args.data, data.paths, p.data.image_size, args.image_cache, p.data.cache_mode)
-    train, val = plan.batches(*training.input_batches(array, data, p))
+    train, val = plan.batches(*run.input_batches(array, data, p))
 
     # The model: the tutorial's small Xception, compiled with its loss and metric
     with plan.scope():
         model = model_lib.build(p.data.image_size, len(data.class_names), p.model,
-                                training.in_model_augmentation(p), p.seed)
-        model_lib.compile_for(model, len(data.class_names), training.learning_rate(p, len(train)))
+                                run.in_model_augmentation(p), p.seed)
+        model_lib.compile_for(model, len(data.class_names), run.learning_rate(p, len(train)))
         plan.prepare(model, train)
     log.info("Keras %s on %s, %s precision, augmentation in the %s, XLA %s", keras.__version__, p.train.backend,
              policy, "model" if p.train.augment.where == "model" else "CPU input pipeline",
              "on" if model.jit_compile else "off (TensorFlow on a CPU: it runs slower there)")
 
     # Fit, resuming an interrupted run with the same params and data
-    work = training.work_folder(args.work, p, imagecache.files_key(args.data, data.paths))
+    work = run.work_folder(args.work, p, imagecache.files_key(args.data, data.paths))
     if not plan.resumable():
         shutil.rmtree(work, ignore_errors=True)
     if (work / "backup").exists():
         log.info("resuming the interrupted run kept in %s", work)
     # shuffle=False: the batches shuffle themselves, by (seed, epoch) alone, not by a global RNG
-    logs = monitor.callbacks(args.live, work, len(data.train), p.data.batch_size, len(val))
+    logs = callbacks.live(args.live, work, len(data.train), p.data.batch_size, len(val))
     model.fit(train, validation_data=val, epochs=p.epochs, verbose=2, shuffle=False,
-              callbacks=training.callbacks(work, train, p.seed, plan.callbacks(val), logs))
+              callbacks=callbacks.for_fit(work, train, p.seed, plan.callbacks(val), logs))
 
     # Save
     save(args, work, model, data)
-    summary = livelog.read_summary(args.live)
+    summary = history.read_summary(args.live)
     log.info("trained %d epochs in %.0f s (%.0f training images/s); final val_acc %.4f, best %.4f at epoch %d",
              summary["step"], summary["seconds"], summary["train_images_per_second"],
              summary["final"]["val_acc"], summary["best"]["val_acc"], summary["best"]["epoch"])
@@ -104,7 +105,7 @@ def save(args: argparse.Namespace, work: Path, model, data: splits.Split) -> Non
     with atomic.atomic_dir(args.checkpoints) as tmp:
         for checkpoint in (work / "checkpoints").iterdir():
             checkpoint.rename(tmp / checkpoint.name)
-    from catsdogs import model as model_lib
+    from catsdogs.training import model as model_lib
 
     with atomic.atomic_path(args.model, suffix=".keras") as tmp:
         model_lib.inference_model(model).save(tmp)  # stock layers, float32, no augmentation: plain Keras loads it

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from catsdogs import atomic, images
+from catsdogs import atomic
+from catsdogs.data import images
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ import keras
 import numpy as np
 from keras import layers
 
-from catsdogs import exports
-from catsdogs.augment import Augment
-from catsdogs.errors import UserError
+from catsdogs import classes
+from catsdogs.training.augment import Augment
+from catsdogs.errors import UserError, first_line
 
 
 @keras.saving.register_keras_serializable(package="catsdogs")
@@ -95,7 +95,7 @@ def build(image_size, num_classes: int, model_params, augment_params, seed: int,
     x = layers.Activation("relu")(x)
 
     x = layers.GlobalAveragePooling2D()(x)
-    units = 1 if num_classes == 2 else num_classes
+    units = classes.outputs_for(num_classes)
     x = layers.Dropout(model_params.dropout)(x)
     # Logits, in float32 even under mixed precision
     outputs = layers.Dense(units, activation=None, dtype="float32", name="logits")(x)
@@ -142,7 +142,7 @@ def with_probabilities(model: keras.Model) -> keras.Model:
     the ONNX file serve (`probabilities()` computes the same from the logits)."""
     inputs = keras.Input(model.input_shape[1:], dtype="uint8", name="image")
     logits = model(inputs)
-    if model.output_shape[-1] == 1:
+    if classes.count(model.output_shape[-1]) == 2:
         second = layers.Activation("sigmoid")(logits)
         return keras.Model(inputs, layers.Concatenate()([layers.Rescaling(-1.0, offset=1.0)(second), second]))
     return keras.Model(inputs, layers.Softmax()(logits))
@@ -155,23 +155,13 @@ def compile_for(model: keras.Model, num_classes: int, learning_rate) -> None:
     counts a dog only above a logit of 0.5 (a probability of 0.62). Threshold 0 is probability 0.5, as in
     the evaluate stage and in predictions.
     """
-    if num_classes == 2:
+    if classes.outputs_for(num_classes) == 1:
         loss = keras.losses.BinaryCrossentropy(from_logits=True)
         metric = keras.metrics.BinaryAccuracy(name="acc", threshold=0.0)
     else:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         metric = keras.metrics.SparseCategoricalAccuracy(name="acc")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=[metric])
-
-
-def probabilities(logits) -> np.ndarray:
-    """Class probabilities (N, num_classes) from the model's logits (one column means two classes)."""
-    logits = np.asarray(logits, dtype=np.float64)
-    if logits.shape[1] == 1:
-        p1 = 1.0 / (1.0 + np.exp(-logits[:, 0]))
-        return np.stack([1.0 - p1, p1], axis=1)
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def load(path) -> keras.Model:
@@ -182,11 +172,9 @@ def load(path) -> keras.Model:
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - Keras raises many kinds of errors for a bad file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: not a loadable Keras model ({first[:200]})") from None
+        raise UserError(f"{path}: not a loadable Keras model ({first_line(exc)})") from None
 
 
 def load_classes(path, model: keras.Model) -> list[str]:
     """The class names saved by the train stage, checked against the model's output."""
-    units = model.output_shape[-1]
-    return exports.read_class_names(path, 2 if units == 1 else units, "the model")
+    return classes.read_checked(path, classes.count(model.output_shape[-1]), "the model")

@@ -365,7 +365,7 @@ def _licence_pdf() -> bytes:
     """A one-page PDF that says it stands in for the licence the real archive ships."""
     lines = [
         "Placeholder for CDLA-Permissive-2.0.pdf",
-        "This archive was generated offline by catsdogs.synthetic; it contains no real photographs.",
+        "This archive was generated offline by catsdogs.data.synthetic; it contains no real photographs.",
         "The real Kaggle Cats vs Dogs archive ships the Community Data License Agreement -",
         "Permissive, Version 2.0 here: https://cdla.dev/permissive-2-0/",
     ]
@@ -395,7 +395,7 @@ def _readme(images_per_class, low, high, pathology_rate, seed, rates=None) -> by
     return (
         "Synthetic stand-in for the Kaggle Cats vs Dogs archive (kagglecatsanddogs_5340.zip).\r\n"
         "\r\n"
-        "Generated offline by catsdogs.synthetic, so the pipeline runs without network. Cat images show a\r\n"
+        "Generated offline by catsdogs.data.synthetic, so the pipeline runs without network. Cat images show a\r\n"
         "figure with pointed ears on top of its head, Dog images the same figure with rounded ears hanging\r\n"
         "at the sides; everything else is drawn alike for both classes. Some files are broken on purpose,\r\n"
         "like the odd files of the real archive.\r\n"

@@ -8,12 +8,12 @@ import json
 import sys
 from pathlib import Path
 
-from catsdogs import experiments
+from catsdogs.commands import experiments
 from catsdogs.entry import run_main
 
 
 def _predict(args) -> int:
-    from catsdogs.predict import predict
+    from catsdogs.serving.predict import predict
 
     results = predict(args.paths, args.model, args.classes)
     failed = [r for r in results if r.error]
@@ -28,7 +28,7 @@ def _predict(args) -> int:
 
 
 def _demo(args) -> int:
-    from catsdogs.demo import run
+    from catsdogs.commands.demo import run
 
     return run(args.config, list(args.dvc_args))
 
@@ -36,7 +36,7 @@ def _demo(args) -> int:
 def _review(args) -> int:
     from pathlib import Path
 
-    from catsdogs import review
+    from catsdogs.commands import review
 
     out = Path(args.out)
     if args.accept or args.accept_top is not None:

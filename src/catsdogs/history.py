@@ -119,3 +119,9 @@ def open_live(live_dir: Path):
     from dvclive import Live
 
     return Live(str(live_dir), resume=True, dvcyaml=False, save_dvc_exp=False, report=None)
+
+
+def epoch_number(epoch_index: int) -> int:
+    """Keras gives callbacks the epoch's index, from 0; the log, the checkpoints and the summary number
+    epochs from 1, as Keras prints them. The one place where one becomes the other."""
+    return epoch_index + 1

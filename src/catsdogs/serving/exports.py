@@ -18,7 +18,8 @@ from typing import Callable
 
 import numpy as np
 
-from catsdogs.errors import UserError
+from catsdogs import classes
+from catsdogs.errors import UserError, first_line
 
 METADATA_FILE = "metadata.json"
 METADATA_FORMAT = "catsdogs-export/1"  # bump when the metadata's keys change
@@ -28,7 +29,7 @@ EXPORTED = ("savedmodel", "onnx")  # the formats the export stage writes besides
 INPUT_NAME = "image"
 BATCH = 64  # images per call of a runtime
 
-# What a caller does to an image file before the model sees it: exactly catsdogs.images.decode.
+# What a caller does to an image file before the model sees it: exactly catsdogs.data.images.decode.
 PREPROCESSING = ("decode the image file (JPEG, PNG, GIF, BMP or WebP), a JPEG at the smallest of its 1/2, 1/4 or "
                  "1/8 scales not below the input size (Pillow's Image.draft('RGB', (width, height))); convert it "
                  "to 3-channel 8-bit RGB (16-bit grayscale scaled down to 8 bits); resize it to the input's height "
@@ -117,7 +118,7 @@ class Runner:
 
     @property
     def num_classes(self) -> int:
-        return 2 if self.kind == "keras" and self.outputs == 1 else self.outputs
+        return classes.count(self.outputs) if self.kind == "keras" else self.outputs
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         height, width = self.image_size
@@ -143,23 +144,18 @@ def kind_of(path: Path) -> str:
     raise UserError(f"{path}: not a model file this command reads (a .keras file, a SavedModel folder or an .onnx file)")
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
-
-
 def _keras(path: Path) -> Runner:
     from catsdogs import backend
 
     backend.select(backend.installed())
-    from catsdogs import model as model_lib
+    from catsdogs.training import model as model_lib
 
     model = model_lib.load(path)
     shape = tuple(model.input_shape)
     if len(shape) != 4 or shape[3] != 3:
         raise UserError(f"{path}: takes inputs of shape {shape}, not a batch of RGB images")
     return Runner(path, "keras", shape[1:3], model.output_shape[-1],
-                  lambda batch: model_lib.probabilities(model.predict(batch, batch_size=BATCH, verbose=0)))
+                  lambda batch: classes.probabilities(model.predict(batch, batch_size=BATCH, verbose=0)))
 
 
 def _savedmodel(path: Path) -> Runner:
@@ -173,7 +169,7 @@ def _savedmodel(path: Path) -> Runner:
         (name, spec), = serve.structured_input_signature[1].items()
         (output, out_spec), = serve.structured_outputs.items()
     except Exception as exc:  # noqa: BLE001 - TensorFlow raises many kinds of errors for a bad folder
-        raise UserError(f"{path}: not a loadable SavedModel with one image input ({_first_line(exc)})") from None
+        raise UserError(f"{path}: not a loadable SavedModel with one image input ({first_line(exc)})") from None
     shape = tuple(spec.shape)
     if spec.dtype != tf.uint8 or len(shape) != 4 or None in shape[1:] or shape[3] != 3:
         raise UserError(f"{path}: its serving function takes {spec.dtype.name} {shape}, not uint8 RGB images")
@@ -190,7 +186,7 @@ def _onnx(path: Path) -> Runner:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         [given], output = session.get_inputs(), session.get_outputs()[0]
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises many kinds of errors for a bad file
-        raise UserError(f"{path}: not a loadable ONNX model with one image input ({_first_line(exc)})") from None
+        raise UserError(f"{path}: not a loadable ONNX model with one image input ({first_line(exc)})") from None
     shape = tuple(given.shape)
     if given.type != "tensor(uint8)" or len(shape) != 4 or not all(isinstance(d, int) for d in shape[1:]) \
             or shape[3] != 3 or not isinstance(output.shape[-1], int):
@@ -231,24 +227,4 @@ def class_names(runner: Runner, classes_path=None) -> list[str]:
     if classes_path is None and runner.kind != "keras":
         read_metadata(metadata_path)  # raises: an export's class names are in its metadata
     path = Path(classes_path) if classes_path is not None else runner.path.parent / "classes.json"
-    return read_class_names(path, runner.num_classes, runner.path)
-
-
-def read_names(path) -> object:
-    """What the train stage's class-names file holds (a JSON list of names, in label order, unchecked)."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: class names not found (the train stage writes them beside the model)") from None
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: unreadable class names ({exc})") from None
-
-
-def read_class_names(path, num_classes: int, model_path) -> list[str]:
-    """The class names the train stage saved, checked against the model."""
-    names = read_names(path)
-    if not (isinstance(names, list) and all(isinstance(n, str) for n in names) and len(names) >= 2
-            and len(names) == num_classes):
-        raise UserError(f"{path}: {names!r} does not match the {num_classes} classes of {model_path}")
-    return names
+    return classes.read_checked(path, runner.num_classes, runner.path)

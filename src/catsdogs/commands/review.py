@@ -19,7 +19,7 @@ Three kinds of candidates (tables.CANDIDATE_KINDS), each ranked, most suspect fi
   and each of its validation images is listed with its nearest training image as partner.
 
 The report is review/candidates.csv (tables.CANDIDATES) and review/contact_sheet.png. `accept()` appends
-chosen candidates to the exclusion list (catsdogs.exclusions); then `dvc repro` and `dvc metrics diff`.
+chosen candidates to the exclusion list (catsdogs.data.exclusions); then `dvc repro` and `dvc metrics diff`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from catsdogs import archive, atomic, exclusions, exports, imagecache, params, splits, tables
+from catsdogs import atomic, classes, params, tables
+from catsdogs.data import archive, exclusions, imagecache, splits
 from catsdogs.errors import UserError
 
 log = logging.getLogger("review")
@@ -66,7 +67,7 @@ def member(path: str) -> str:
 def read_inputs(directory: Path, split_file: Path, classes_file: Path, predictions_file: Path) -> Inputs:
     """The split and the evaluate stage's validation probabilities, checked against each other and against
     the images (they must be the ones the model was trained and evaluated on)."""
-    class_names = exports.read_names(classes_file)
+    class_names = classes.read(classes_file)
     if not (isinstance(class_names, list) and len(class_names) == 2):
         raise UserError(f"{classes_file}: the review needs two classes, not {class_names!r}")
     data = splits.read_unchanged(directory, split_file, class_names)
@@ -92,8 +93,8 @@ def cross_validated(array: np.ndarray, data: splits.Split, p: params.Params, fol
     architecture, each trained `epochs` epochs on the other folds and predicting its own."""
     import keras
 
-    from catsdogs import batches, training
-    from catsdogs import model as model_lib
+    from catsdogs.training import batches, run
+    from catsdogs.training import model as model_lib
 
     train = np.asarray(data.train)
     fold_of = np.random.default_rng([p.seed, 14]).permutation(len(train)) % folds
@@ -104,11 +105,11 @@ def cross_validated(array: np.ndarray, data: splits.Split, p: params.Params, fol
         keras.utils.set_random_seed(p.seed + fold)
         fit_on, held = train[fold_of != fold], train[fold_of == fold]
         fit = batches.Batches(array, data.labels, fit_on, p.data.batch_size, shuffle=True, seed=p.seed + fold)
-        model = model_lib.build(p.data.image_size, 2, p.model, training.in_model_augmentation(p), p.seed + fold)
-        model_lib.compile_for(model, 2, training.learning_rate(q, len(fit)))
+        model = model_lib.build(p.data.image_size, 2, p.model, run.in_model_augmentation(p), p.seed + fold)
+        model_lib.compile_for(model, 2, run.learning_rate(q, len(fit)))
         model.fit(fit, epochs=epochs, verbose=0, shuffle=False)
         held_batches = batches.Batches(array, data.labels, held, p.data.batch_size, shuffle=False, seed=p.seed)
-        probs[fold_of == fold] = model_lib.probabilities(model.predict(held_batches, verbose=0))
+        probs[fold_of == fold] = classes.probabilities(model.predict(held_batches, verbose=0))
         accuracy = float(np.mean(probs[fold_of == fold].argmax(axis=1) == data.labels[held]))
         progress(f"fold {fold + 1}/{folds}: trained on {len(fit_on)} images, {len(held)} held out, "
                  f"accuracy {accuracy:.3f} ({time.perf_counter() - start:.0f} s)")
@@ -120,8 +121,8 @@ def embeddings(model_file: Path, array: np.ndarray, batch_size: int) -> np.ndarr
     """Every image's pooled features in the trained model (the input of its last Dense layer)."""
     import keras
 
-    from catsdogs import batches
-    from catsdogs import model as model_lib
+    from catsdogs.training import batches
+    from catsdogs.training import model as model_lib
 
     model = model_lib.load(model_file)
     pooled = [layer for layer in model.layers if isinstance(layer, keras.layers.GlobalAveragePooling2D)]
@@ -260,7 +261,7 @@ def contact_sheet(rows: list[dict], directory: Path, path: Path, per_kind: int =
     from matplotlib.figure import Figure
     from PIL import Image
 
-    from catsdogs import figures
+    from catsdogs.evaluation import figures
 
     columns = 6
     cells: list[tuple[str | None, str]] = []  # (cleaned path or None, title); rows of `columns` cells

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from catsdogs import atomic, images, tables
+from catsdogs import atomic, tables
+from catsdogs.data import images
 from catsdogs.errors import UserError
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from catsdogs import archive as zipped
-from catsdogs import images
+from catsdogs.data import archive as zipped
+from catsdogs.data import images
 from catsdogs.errors import UserError
 
 _zip = None  # each worker process opens the archive once

@@ -2,7 +2,7 @@
 
 Every input is checked with the filter's own check before decoding, so a bad file is reported with the
 same reason the pipeline would give, and the good files are still predicted. The model may be the `.keras`
-file, the SavedModel folder or the ONNX file (catsdogs.exports): on an ONNX file this needs neither
+file, the SavedModel folder or the ONNX file (catsdogs.serving.exports): on an ONNX file this needs neither
 TensorFlow nor JAX.
 """
 
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from catsdogs import exports, images
+from catsdogs.data import images
+from catsdogs.serving import exports
 from catsdogs.errors import UserError
 
 

@@ -1,4 +1,5 @@
-"""What the train stage shows while it trains: DVCLive's log as each epoch ends, and progress inside an epoch.
+"""The train stage's Keras callbacks: DVCLive's log as each epoch ends, progress inside an epoch, the
+checkpoints, the epoch's seeds and statistics, and Ctrl-C.
 
 Imported only after `catsdogs.backend.select()` has chosen Keras' backend. Backend-neutral: DVCLive's own
 Keras callback imports TensorFlow, which the jax backend must not need, so `LiveLog` is a small callback
@@ -16,24 +17,27 @@ import weakref
 from pathlib import Path
 
 import keras
+import numpy as np
 import psutil
 
-from catsdogs import livelog, tables
-from catsdogs.training import number
+from catsdogs import atomic, history, tables
+from catsdogs.entry import raise_if_interrupted
+from catsdogs.training import batches
+from catsdogs.training import model as model_lib
 
 # Off a terminal (DVC's output in a file, CI, `dvc queue logs`), one progress line at most this often.
 PROGRESS_SECONDS = 30.0
 PROGRESS_SECONDS_VARIABLE = "CATSDOGS_PROGRESS_SECONDS"  # overrides it, e.g. 0 for a line every step
 
 
-def callbacks(live_dir: Path, work: Path, train_images: int, batch_size: int, validation_steps: int) -> list:
+def live(live_dir: Path, work: Path, train_images: int, batch_size: int, validation_steps: int) -> list:
     """Progress inside each epoch, then the epoch's row in the live log (after EpochStats has added the
     learning rate and the seconds to the logs, before Keras' backup marks the epoch done)."""
     return [Progress(batch_size, validation_steps), LiveLog(live_dir, work / "live", train_images)]
 
 
 class LiveLog(keras.callbacks.Callback):
-    """Logs each finished epoch through DVCLive into `live_dir` (catsdogs.livelog), with where its time went
+    """Logs each finished epoch through DVCLive into `live_dir` (catsdogs.history), with where its time went
     (tables.SYSTEM_METRICS), rewrites the summary, then copies the folder into the work folder's `copy`.
 
     The live folder starts as the copy has it (empty for a new run). The first `on_epoch_begin` is the first
@@ -47,12 +51,12 @@ class LiveLog(keras.callbacks.Callback):
         self.process = psutil.Process()
 
     def on_train_begin(self, logs=None):
-        livelog.restore(self.copy, self.dir)
+        history.restore(self.copy, self.dir)
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.live is None:
-            livelog.prune(self.dir, number(epoch))
-            self.live = livelog.open_live(self.dir)
+            history.prune(self.dir, history.epoch_number(epoch))
+            self.live = history.open_live(self.dir)
         self.machine_start, self.process_start = psutil.cpu_times(), self._process_cpu()
         self.start = time.perf_counter()
 
@@ -77,13 +81,13 @@ class LiveLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs["images_per_second"] = self.train_images / logs["train_seconds"]
         values = {name: float(logs[name]) for name in tables.EPOCH_METRICS} | self.system()
-        self.live.step = number(epoch)
+        self.live.step = history.epoch_number(epoch)
         for name, value in values.items():
             self.live.log_metric(name, float(f"{value:.7g}"))  # 7 digits: a float32's
-        rows = livelog.read_history(self.dir)
-        self.live.summary = livelog.summarize(rows, self.train_images)
+        rows = history.read_history(self.dir)
+        self.live.summary = history.summarize(rows, self.train_images)
         self.live.next_step()  # writes metrics.json with `step`, tells the VS Code extension and Studio
-        livelog.copy_files(self.dir, self.copy)
+        history.copy_files(self.dir, self.copy)
 
     def on_train_end(self, logs=None):
         if self.live is not None:
@@ -139,7 +143,7 @@ class Progress(keras.callbacks.Callback):
         if self.terminal():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=self.steps, desc=f"epoch {number(epoch)}/{self.epochs}", unit="step",
+            self.bar = tqdm(total=self.steps, desc=f"epoch {history.epoch_number(epoch)}/{self.epochs}", unit="step",
                             leave=False, file=self.stream, dynamic_ncols=True)
 
     def seconds_per_step(self, done: int, now: float) -> float:
@@ -152,7 +156,7 @@ class Progress(keras.callbacks.Callback):
         per_step = self.seconds_per_step(done, now)
         epoch_left = per_step * ((self.steps or done) - done)
         per_epoch = self.epoch_seconds[-1] if self.epoch_seconds else per_step * (self.steps or done)
-        return epoch_left, epoch_left + per_epoch * (self.epochs - number(self.epoch))
+        return epoch_left, epoch_left + per_epoch * (self.epochs - history.epoch_number(self.epoch))
 
     def on_train_batch_end(self, batch, logs=None):
         now = time.monotonic()
@@ -180,7 +184,7 @@ class Progress(keras.callbacks.Callback):
         watchdog, never both at once)."""
         with self.lock:
             self.last_line = now
-            epoch = f"epoch {number(self.epoch)}/{self.epochs}"
+            epoch = f"epoch {history.epoch_number(self.epoch)}/{self.epochs}"
             if self.validating is not None:
                 text = f"{epoch}: validation, step {self.validating}/{self.validation_steps or '?'}"
             elif self.done == 0:
@@ -220,3 +224,75 @@ def watchdog(progress_ref, stop: threading.Event, tick: float) -> None:
             except Exception:  # noqa: BLE001 - progress must never disturb training
                 pass
         del progress
+
+
+def for_fit(work: Path, train, seed: int, replicas: list, logs: list) -> list:
+    """Every callback of `fit`, in order: Ctrl-C, the epoch's seeds, its statistics, what several replicas
+    need, then the checkpoint and `logs` (`live`: progress and the live log), and last the resume
+    state, so that an epoch counts as done only once its checkpoint and log rows are written."""
+    (work / "checkpoints").mkdir(parents=True, exist_ok=True)
+    return [
+        Interruptible(),
+        EpochSeeds(train, seed),
+        EpochStats(),
+        *replicas,
+        AtomicCheckpoint(work / "checkpoints"),
+        *logs,
+        keras.callbacks.BackupAndRestore(str(work / "backup"), double_checkpoint=True),
+    ]
+
+
+class Interruptible(keras.callbacks.Callback):
+    """Ends training at the next batch after Ctrl-C, even if the interrupt itself was swallowed."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        raise_if_interrupted()
+
+    on_test_batch_end = on_train_batch_end
+
+
+class EpochStats(keras.callbacks.Callback):
+    """Adds the learning rate, the epoch's seconds and its training seconds (up to the validation pass,
+    what images/s figures are computed from) to the logs, before the log row is written."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start, self.trained = time.perf_counter(), None
+
+    def on_test_begin(self, logs=None):  # within fit: the epoch's validation pass starts
+        self.trained = self.trained or time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        logs["seconds"] = now - self.start
+        logs["train_seconds"] = (self.trained or now) - self.start
+
+
+class EpochSeeds(keras.callbacks.Callback):
+    """Ties each epoch's randomness to (seed, epoch) alone: the batch order, and the state of every layer's
+    seed generator (augmentation, dropout), which BackupAndRestore does not save. So a resumed run
+    repeats exactly what an uninterrupted one would have done."""
+
+    def __init__(self, train: batches.Batches, seed: int):
+        super().__init__()
+        self.train, self.seed = train, seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.train.set_epoch(epoch)
+        generators = [layer.seed_generator for layer in self.model.layers if hasattr(layer, "seed_generator")]
+        for i, generator in enumerate(generators):
+            generator.state.assign(np.array([epoch, self.seed + i], dtype=generator.state.dtype))
+
+
+class AtomicCheckpoint(keras.callbacks.Callback):
+    """ModelCheckpoint("save_at_{epoch}.keras") written through a temporary file: a kill mid-save
+    leaves the previous checkpoints intact and no truncated one. Each holds the epoch's inference model
+    (model.inference_model: plain Keras loads it); BackupAndRestore keeps the training model to resume."""
+
+    def __init__(self, folder: Path):
+        super().__init__()
+        self.folder = folder
+
+    def on_epoch_end(self, epoch, logs=None):
+        with atomic.atomic_path(self.folder / f"save_at_{history.epoch_number(epoch)}.keras", suffix=".keras") as tmp:
+            model_lib.inference_model(self.model).save(tmp)

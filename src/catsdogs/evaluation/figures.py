@@ -19,7 +19,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from catsdogs import atomic, metrics, splits
+from catsdogs import atomic
+from catsdogs.data import splits
+from catsdogs.evaluation import metrics
 from catsdogs.errors import UserError
 
 if TYPE_CHECKING:
@@ -69,7 +71,7 @@ def training_sample(data: splits.Split, seed: int) -> np.ndarray:
 
 def augmented(picture: np.ndarray, augment_params, seed: int) -> Figure:
     """Nine copies through one call of the training augmentation: each copy draws its own flip and angle."""
-    from catsdogs import augment
+    from catsdogs.training import augment
 
     transform = augment.on_cpu(augment_params.flip, augment_params.rotation, seed)
     pictures = transform(np.repeat(picture[None], GRID * GRID, axis=0))
@@ -119,7 +121,7 @@ def confusion_matrix(predictions: list[dict], class_names: list[str]) -> Figure:
 
 
 def roc(curve: list[dict], predictions: list[dict], class_names: list[str]) -> Figure:
-    """The AUC comes from the scores with catsdogs.metrics, so it is the number the evaluate stage reports."""
+    """The AUC comes from the scores with catsdogs.evaluation.metrics, so it is the number the evaluate stage reports."""
     if len(class_names) != 2:
         return text_figure(f"No ROC curve: it needs two classes, the images have {len(class_names)}")
     if not curve:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from catsdogs.errors import UserError
-from catsdogs.images import is_image_name
+from catsdogs.data.images import is_image_name
 
 IMAGES_ROOT = "PetImages"
 

@@ -108,7 +108,7 @@ def check(data: bytes, method: str, max_pixels: int) -> str | None:
     return None
 
 
-# Part of every decoded-image cache's key (catsdogs.imagecache): bump it whenever decode() changes the pixels
+# Part of every decoded-image cache's key (catsdogs.data.imagecache): bump it whenever decode() changes the pixels
 # it returns, and every cache, in the workspace and in queued experiments' copies alike, is decoded anew.
 # Pillow's version is part of it too, since its resizing and its JPEG decoder can change between releases.
 DECODER = f"decode-v1-pillow-{PIL.__version__}"
