@@ -1,6 +1,7 @@
 """The offline demo, as a user runs it: `catsdogs demo` in a fresh clone."""
 
 import json
+import subprocess
 import sys
 
 import pytest
@@ -22,6 +23,7 @@ def test_demo_runs_the_whole_pipeline_through_dvc_exp_run(repo, tmp_path):
 
     result = run(sys.executable, "-m", "catsdogs.commands.cli", "demo", "--config", str(config), cwd=repo)
     assert result.stdout.startswith("$ dvc exp run -S ") and " -S epochs=2 " in result.stdout
+    assert "WARNING" not in result.stderr, result.stderr  # a quiet first screen in a fresh clone
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["epochs"] == 2 and params["download"]["source"] == "synthetic"
@@ -40,3 +42,23 @@ def test_demo_refuses_a_bad_configuration_before_running_anything(repo, tmp_path
     assert result.returncode == 2
     assert "epochs = 0" in result.stderr and "greater than 0" in result.stderr
     assert not (repo / "data/raw").exists()
+
+
+def test_the_demo_drops_only_dvcs_nothing_to_restore_warnings(tmp_path):
+    """What `dvc exp run` says of each output a fresh clone has not made yet goes; any other warning, and a
+    progress bar's "\r", pass through unchanged."""
+    from catsdogs import backend
+    from catsdogs.commands.demo import NOTHING_TO_RESTORE
+
+    lines = ("WARNING: No file hash info found for '/x/models/split.csv'. It won't be created.\n"
+             "WARNING: Output 'models/model.keras' is missing.\n"
+             "step  50%|#####     |\rstep 100%|##########|\n")
+    out = tmp_path / "stderr"
+    with out.open("wb") as f:
+        quiet = backend.forwarder(NOTHING_TO_RESTORE, out=f.fileno())
+        subprocess.run([sys.executable, "-c", f"import sys; sys.stderr.write({lines!r})"], stderr=quiet.stdin,
+                       check=True)
+        quiet.stdin.close()
+        quiet.wait(timeout=30)
+    assert out.read_bytes().decode() == ("WARNING: Output 'models/model.keras' is missing.\n"
+                                         "step  50%|#####     |\rstep 100%|##########|\n")

@@ -66,8 +66,10 @@ def installed() -> str:
 # that variable says), absl's preamble about it, and one known-harmless ERROR: Grappler's remapper giving up
 # on a graph (it then runs the graph unoptimized by that one pass; the results are the same). A partial line
 # that may become one of them waits for its end; any other output passes at once (progress bars use "\r").
+# A caller may name one more pattern of whole lines to drop (its first argument).
 _FORWARDER = r"""
-import os, re
+import os, re, sys
+EXTRA = re.compile(sys.argv[1].encode()) if len(sys.argv) > 1 else None
 NOISE = re.compile(rb"(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
                    rb"|[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] .*"
                    rb"|E\d{4} \d\d:\d\d:\d+\.\d+ +\d+ meta_optimizer\.cc:\d+\] remapper failed: .*)\r?$")
@@ -78,6 +80,9 @@ def may_be_noise(partial):
         return True
     return PREAMBLE.startswith(partial[:len(PREAMBLE)]) and partial[:1] == b"W"
 
+def noise(line):
+    return NOISE.fullmatch(line) or (EXTRA and EXTRA.fullmatch(line))
+
 def write(data):
     while data:
         data = data[os.write(1, data):]
@@ -85,16 +90,23 @@ def write(data):
 pending = b""
 while chunk := os.read(0, 1 << 16):
     *lines, pending = (pending + chunk).split(b"\n")
-    write(b"".join(line + b"\n" for line in lines if not NOISE.fullmatch(line)))
+    write(b"".join(line + b"\n" for line in lines if not noise(line)))
     if pending and not may_be_noise(pending):
         write(pending)
         pending = b""
-if pending and not NOISE.fullmatch(pending):
+if pending and not noise(pending):
     write(pending)
 """
 
 
 _QUIETED = "CATSDOGS_QUIETED_NATIVE_LOGS"  # says that TF_CPP_MIN_LOG_LEVEL was set here, not by the user
+
+
+def forwarder(extra_noise: str | None = None, out: int = 2) -> subprocess.Popen:
+    """A forwarding process (above) that writes what it is given to `out`, less the noise and any whole line
+    matching `extra_noise`: give a child process its `stdin` as stderr, then close it and wait."""
+    return subprocess.Popen([sys.executable, "-S", "-c", _FORWARDER, *([extra_noise] if extra_noise else [])],
+                            stdin=subprocess.PIPE, stdout=out, start_new_session=True)
 
 
 def quiet_native_logs() -> None:
@@ -105,17 +117,16 @@ def quiet_native_logs() -> None:
     os.environ.update({"TF_CPP_MIN_LOG_LEVEL": "2", _QUIETED: "1"})  # hides what TensorFlow logs once set up
     sys.stderr.flush()
     original = os.dup(2)
-    forwarder = subprocess.Popen([sys.executable, "-S", "-c", _FORWARDER], stdin=subprocess.PIPE, stdout=original,
-                                 start_new_session=True)  # so that Ctrl-C in a terminal does not end it first
-    os.dup2(forwarder.stdin.fileno(), 2)
-    forwarder.stdin.close()
+    forwarding = forwarder(out=original)  # its own session: Ctrl-C in a terminal does not end it first
+    os.dup2(forwarding.stdin.fileno(), 2)
+    forwarding.stdin.close()
 
     def restore() -> None:
         """At exit: give the forwarder its end of input and let it pass on the last lines before we go."""
         sys.stderr.flush()
         os.dup2(original, 2)
         try:
-            forwarder.wait(timeout=10)
+            forwarding.wait(timeout=10)
         except subprocess.TimeoutExpired:  # a child process still holds the pipe open: don't wait for it
             pass
 

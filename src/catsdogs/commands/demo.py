@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from catsdogs import params
+from catsdogs import backend, params
 from catsdogs.errors import UserError
 
 
@@ -37,6 +37,11 @@ def merge(base: dict, tree: dict) -> dict:
     return base
 
 
+# What `dvc exp run` warns of each output that no dvc.lock records yet (a fresh clone: all of them) when it
+# restores the workspace before running: nothing is missing, the stages are about to make them.
+NOTHING_TO_RESTORE = r"WARNING: No file hash info found for '.*'\. It won't be created\.\r?"
+
+
 def run(config: str, extra_args: list[str]) -> int:
     path = Path(config)
     if not path.is_file():
@@ -55,4 +60,9 @@ def run(config: str, extra_args: list[str]) -> int:
         command += ["-S", assignment]
     command += [a for a in extra_args if a != "--"]
     print("$ dvc " + " ".join(command[3:]), flush=True)
-    return subprocess.call(command, env=env)
+    quiet = backend.forwarder(NOTHING_TO_RESTORE)
+    try:
+        return subprocess.call(command, env=env, stderr=quiet.stdin)
+    finally:
+        quiet.stdin.close()
+        quiet.wait()
