@@ -158,8 +158,8 @@ def test_several_problems_are_counted_in_the_plural():
 
 def test_the_export_formats_need_the_tensorflow_backend():
     message = error_for(lambda d: d["export"].update(backend="jax"))
-    assert message == ("params.yaml: export: formats savedmodel, onnx need backend: tensorflow (both are "
-                       "TensorFlow's exports); with backend: jax, set formats: []")
+    assert message == ("params.yaml: export: formats savedmodel, onnx need backend: tensorflow (SavedModel and "
+                       "ONNX are TensorFlow's exports); with backend: jax, set formats: []")
     data = raw()
     data["export"].update(backend="jax", formats=[])
     assert params.parse(data).export.backend == "jax"  # the model file alone, where TensorFlow is not installed

@@ -4,6 +4,8 @@ Every stage calls `load()` before it does any work, so a typo or a bad value sto
 line that names the key, the value and what is allowed, instead of failing an hour into training.
 Validation is strict (no "5" for 5, no true for 1): DVC hashes the raw values, so silently coercing
 them would hide real changes.
+A stage then reads only the keys its module declares (PARAMS, which dvc.yaml's `params:` for it equals),
+through `for_stage`'s View: reading any other key is a programming error, not a param DVC does not see.
 """
 
 from __future__ import annotations
@@ -153,8 +155,8 @@ class Export(_Section):
     @model_validator(mode="after")
     def _formats_need_tensorflow(self):
         if self.formats and self.backend != "tensorflow":
-            raise ValueError(f"formats {', '.join(self.formats)} need backend: tensorflow (both are TensorFlow's "
-                             f"exports); with backend: {self.backend}, set formats: []")
+            raise ValueError(f"formats {', '.join(self.formats)} need backend: tensorflow (SavedModel and ONNX are "
+                             f"TensorFlow's exports); with backend: {self.backend}, set formats: []")
         return self
 
 
