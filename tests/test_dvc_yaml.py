@@ -1,14 +1,16 @@
-"""dvc.yaml checked against the code: each stage's code dependencies, and the columns its plots read."""
+"""dvc.yaml checked against the code: each stage's code dependencies and params, and the columns its plots read."""
 
 from __future__ import annotations
 
 import ast
+import importlib
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from catsdogs import history, tables
+from catsdogs import history, params, tables
 from conftest import ROOT
 from importgraph import PACKAGE, transitive_files
 
@@ -34,6 +36,52 @@ def test_code_dependencies_are_exactly_the_stage_imports(stage):
     needed = transitive_files(module)
     assert listed == needed, (f"dvc.yaml's {stage} stage: add {sorted(needed - listed)}, "
                               f"remove {sorted(listed - needed)}")
+
+
+def declared(stage: str) -> tuple[str, ...]:
+    """The stage module's PARAMS (no stage imports Keras when it loads)."""
+    return importlib.import_module(f"catsdogs.stages.{stage}").PARAMS
+
+
+@pytest.mark.parametrize("stage", sorted(DVC_YAML["stages"]))
+def test_params_are_exactly_what_the_stage_declares(stage):
+    assert DVC_YAML["stages"][stage]["params"] == list(declared(stage)), \
+        f"dvc.yaml's {stage} params differ from PARAMS in catsdogs.stages.{stage}"
+
+
+def test_what_shapes_training_is_the_train_stage_declaration_and_export_records_it():
+    """The resume key and the export's metadata use params.TRAINING: a section the train stage read but
+    TRAINING lacked would resume a run trained with other params."""
+    assert declared("train") is params.TRAINING
+    assert declared("export") == params.TRAINING + ("export",)
+
+
+def stage_params_tables(text: str) -> dict[str, list[str]]:
+    """{stage: the params its row names in backticks} from the Markdown table whose header is
+    `| stage | ...params... |` (the README's "reads (params)" column, docs/params.md's "params")."""
+    lines = text.splitlines()
+    for n, line in enumerate(lines):
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if cells[0] == "stage" and len(cells) > 1 and "params" in cells[1]:
+            rows = {}
+            for row in lines[n + 2:]:
+                if not row.startswith("|"):
+                    break
+                stage, keys = [cell.strip() for cell in row.strip().strip("|").split("|")][:2]
+                rows[stage] = re.findall(r"`([^`]+)`", keys)
+            return rows
+    raise AssertionError("no | stage | params | table")
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/params.md"])
+def test_the_docs_list_each_stage_params_as_dvc_yaml_does(doc):
+    table = stage_params_tables((ROOT / doc).read_text())
+    assert table == {stage: spec["params"] for stage, spec in DVC_YAML["stages"].items()}
+
+
+def test_a_docs_table_that_drifts_is_caught():
+    text = "| stage | reads (params) | writes |\n|---|---|---|\n| evaluate | `data.batch_size`, `seed` | x |\n\nafter"
+    assert stage_params_tables(text) == {"evaluate": ["data.batch_size", "seed"]}
 
 
 def test_the_check_follows_imports_inside_functions(tmp_path):

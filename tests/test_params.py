@@ -1,9 +1,12 @@
+import re
 from pathlib import Path
 
+import pydantic
 import pytest
 import yaml
 
 from catsdogs import params
+from catsdogs.errors import UserError
 from conftest import COMMITTED_PARAMS_TEXT, ROOT, committed_params
 
 
@@ -151,3 +154,88 @@ def test_several_problems_are_counted_in_the_plural():
     data["data"].update(batch_size=0)
     with pytest.raises(params.ParamsError, match=r"\(and 2 more problems\)$"):
         params.parse(data)
+
+
+def test_the_export_formats_need_the_tensorflow_backend():
+    message = error_for(lambda d: d["export"].update(backend="jax"))
+    assert message == ("params.yaml: export: formats savedmodel, onnx need backend: tensorflow (SavedModel and "
+                       "ONNX are TensorFlow's exports); with backend: jax, set formats: []")
+    data = raw()
+    data["export"].update(backend="jax", formats=[])
+    assert params.parse(data).export.backend == "jax"  # the model file alone, where TensorFlow is not installed
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A stage's view: the keys it declares, and no other
+
+
+def view(*declared: str, stage="evaluate") -> params.View:
+    return params.View(params.parse(raw()), declared, stage)
+
+
+def test_a_view_gives_the_declared_keys_and_whole_sections():
+    seen = view("seed", "data.batch_size", "train.augment", "model")
+    assert seen.seed == 1337 and seen.data.batch_size == 128
+    assert seen.train.augment == params.parse(raw()).train.augment
+    assert seen.model.block_widths == [256, 512, 728]  # a section declared whole is the section itself
+
+
+@pytest.mark.parametrize("read, key", [
+    (lambda v: v.epochs, "epochs"),
+    (lambda v: v.data.image_size, "data.image_size"),  # a sibling of a declared key
+    (lambda v: v.train.augment, "train.augment"),
+    (lambda v: v.model_dump(), "model_dump"),  # no way around the declaration
+])
+def test_any_other_key_is_refused_naming_it_and_the_declaration(read, key):
+    seen = view("data.batch_size", "data.cache_mode", "train.backend")
+    with pytest.raises(params.UndeclaredParam) as info:
+        read(seen)
+    assert str(info.value) == (
+        f"the evaluate stage reads params key '{key}', which it does not declare: add it to PARAMS in "
+        "catsdogs.stages.evaluate and to the stage's params in dvc.yaml "
+        "(declared: data.batch_size, data.cache_mode, train.backend)")
+    assert isinstance(info.value, AttributeError) and not isinstance(info.value, UserError)
+
+
+def test_a_view_is_read_only():
+    seen = view("seed", "data")
+    with pytest.raises(AttributeError, match="read-only"):
+        seen.seed = 1
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        seen.data.batch_size = 1  # a section declared whole: its frozen model refuses it
+    assert seen.seed == 1337
+
+
+@pytest.mark.parametrize("declared, problem", [
+    (("data.batch_sise",), "'data.batch_sise', which params.yaml has no place for"),
+    (("seed.value",), "'seed.value', which params.yaml has no place for"),
+    (("data", "data.batch_size"), "'data.batch_size' twice"),
+    (("data.batch_size", "data"), "'data' twice"),
+])
+def test_a_declaration_params_yaml_cannot_satisfy_is_a_programming_error(declared, problem):
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        view(*declared)
+
+
+def test_values_are_the_declared_keys_as_plain_data():
+    full = params.parse(raw())
+    assert view("data.batch_size", "train.backend").values() == {"data": {"batch_size": 128},
+                                                                  "train": {"backend": "tensorflow"}}
+    training = params.View(full, params.TRAINING + ("export",), "export")
+    assert training.values(params.TRAINING) == full.model_dump(include=set(params.TRAINING))  # the resume key's
+    assert list(training.values(params.TRAINING)) == list(params.TRAINING)
+    with pytest.raises(params.UndeclaredParam, match="'filter'"):
+        training.values(["filter"])
+    with pytest.raises(params.UndeclaredParam, match="'data'"):
+        view("data.batch_size").values(["data"])  # a section whole, when only part of it is declared
+
+
+def test_a_stage_validates_the_whole_file_before_its_view(tmp_path: Path):
+    data = raw()
+    data["filter"].update(workers=-1)  # a key the evaluate stage does not read
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(params.ParamsError, match="filter.workers = -1"):
+        params.for_stage("evaluate", ("data.batch_size",), tmp_path / "params.yaml")
+    data["filter"].update(workers=0)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+    assert params.for_stage("evaluate", ("data.batch_size",), tmp_path / "params.yaml").data.batch_size == 128

@@ -14,16 +14,10 @@ import pytest
 
 from catsdogs.training import batches as batches_lib
 from catsdogs import entry, params
+from catsdogs.data import splits
 from catsdogs.training import callbacks, run
 from catsdogs.training.augment import Augment
 from conftest import params_with
-
-
-def make_params(epochs=5, **train) -> params.Params:
-    raw = params_with({"epochs": epochs, "data": {"image_size": [16, 16], "batch_size": 4, "cache_mode": "memory"},
-                       "model": {"entry_width": 4, "block_widths": [8], "exit_width": 8, "bn_momentum": 0.9},
-                       "train": {"precision": "float32", **train}})
-    return params.parse(raw, "test params")
 
 
 def expected_rate(step: int, peak: float, total: int, warmup: int) -> float:
@@ -39,20 +33,18 @@ def rate_at(schedule, step: int) -> float:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# learning_rate(p, steps_per_epoch)
+# learning_rate(peak, schedule, warmup_epochs, epochs, steps_per_epoch)
 
 
 def test_constant_schedule_is_the_learning_rate_itself():
-    assert run.learning_rate(make_params(lr_schedule="constant", learning_rate=1.0e-3), 7) == 1.0e-3
-    # warm-up applies to the cosine schedule only
-    assert run.learning_rate(make_params(lr_schedule="constant", learning_rate=2.0e-3, warmup_epochs=2), 7) \
-        == 2.0e-3
+    assert run.learning_rate(1.0e-3, "constant", 0, 5, 7) == 1.0e-3
+    assert run.learning_rate(2.0e-3, "constant", 2, 5, 7) == 2.0e-3  # warm-up applies to the cosine schedule only
 
 
 def test_cosine_without_warmup_starts_at_the_peak_halves_midway_and_ends_at_zero():
     peak, epochs, per_epoch = 3.0e-4, 5, 8
     total = epochs * per_epoch  # 40 steps
-    schedule = run.learning_rate(make_params(epochs=epochs, learning_rate=peak), per_epoch)
+    schedule = run.learning_rate(peak, "cosine", 0, epochs, per_epoch)
     assert rate_at(schedule, 0) == pytest.approx(peak, rel=1e-6)
     assert rate_at(schedule, total // 2) == pytest.approx(peak / 2, rel=1e-6)
     assert rate_at(schedule, 10) == pytest.approx(peak * 0.5 * (1 + math.cos(math.pi / 4)), rel=1e-6)
@@ -69,8 +61,7 @@ def test_cosine_without_warmup_starts_at_the_peak_halves_midway_and_ends_at_zero
 def test_cosine_with_warmup_rises_linearly_from_zero_then_decays_to_zero():
     peak, epochs, warmup_epochs, per_epoch = 1.0e-3, 6, 2, 5
     total, warmup = epochs * per_epoch, warmup_epochs * per_epoch  # 30 and 10 steps
-    schedule = run.learning_rate(
-        make_params(epochs=epochs, learning_rate=peak, warmup_epochs=warmup_epochs), per_epoch)
+    schedule = run.learning_rate(peak, "cosine", warmup_epochs, epochs, per_epoch)
     assert rate_at(schedule, 0) == 0.0
     assert rate_at(schedule, 1) == pytest.approx(peak / 10, rel=1e-6)
     assert rate_at(schedule, 5) == pytest.approx(peak / 2, rel=1e-6)
@@ -117,9 +108,8 @@ def test_the_optimizer_follows_the_schedule_step_by_step_in_training():
     peak, epochs, warmup_epochs, batch_size = 1.0e-2, 4, 1, 4
     x, y = tiny_data(12)
     per_epoch = len(x) // batch_size  # 3
-    p = make_params(epochs=epochs, learning_rate=peak, warmup_epochs=warmup_epochs)
     model = tiny_model()
-    model.compile(optimizer=keras.optimizers.Adam(run.learning_rate(p, per_epoch)),
+    model.compile(optimizer=keras.optimizers.Adam(run.learning_rate(peak, "cosine", warmup_epochs, epochs, per_epoch)),
                   loss=keras.losses.BinaryCrossentropy(from_logits=True))
     record = RecordRates()
     fitted = model.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=False, verbose=0,
@@ -130,6 +120,40 @@ def test_the_optimizer_follows_the_schedule_step_by_step_in_training():
     assert record.rates[0] == 0.0 and record.rates[warmup] == pytest.approx(peak, rel=1e-6)
     logged = [expected_rate((e + 1) * per_epoch, peak, total, warmup) for e in range(epochs)]
     np.testing.assert_allclose(fitted.history["learning_rate"], logged, rtol=1e-5, atol=1e-9 * peak)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The train stage's other helpers, on plain values
+
+
+def augmentation(where: str) -> params.Augmentation:
+    return params.Augmentation(flip=True, rotation=0.1, where=where)
+
+
+def test_augmentation_runs_in_the_model_or_in_the_cpu_batches_never_both():
+    assert run.in_model_augmentation(augmentation("model")) == augmentation("model")
+    assert run.in_model_augmentation(augmentation("cpu")) == params.Augmentation(flip=False, rotation=0.0,
+                                                                                where="cpu")
+    images, labels = tiny_data(12)
+    split = splits.Split(paths=[f"{i}.jpg" for i in range(12)], labels=labels, class_names=["Cat", "Dog"],
+                         train=list(range(8)), val=list(range(8, 12)))
+    for where, transformed in (("model", False), ("cpu", True)):
+        train, val = run.input_batches(images, split, 4, 7, augmentation(where))
+        assert (train.transform is not None) == transformed and val.transform is None
+        assert (len(train), len(val), train.seed, train.shuffle, val.shuffle) == (2, 1, 7, True, False)
+
+
+def test_the_work_folder_is_named_after_what_shapes_training_and_the_data(tmp_path):
+    shaping = params.View(params.parse(params_with({})), params.TRAINING, "train").values()
+    folder = run.work_folder(tmp_path, shaping, "data-1")
+    folder.mkdir()
+    assert run.work_folder(tmp_path, shaping, "data-1") == folder and folder.is_dir()
+    other = params_with({"train": {"learning_rate": 1.0e-3}})
+    changed = params.View(params.parse(other), params.TRAINING, "train").values()
+    assert run.work_folder(tmp_path, changed, "data-1") != folder
+    assert not folder.exists()  # an interrupted run with other params can never resume: it goes
+    folder = run.work_folder(tmp_path, shaping, "data-1")
+    assert run.work_folder(tmp_path, shaping, "data-2") != folder
 
 
 # ---------------------------------------------------------------------------------------------------------

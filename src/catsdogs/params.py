@@ -4,10 +4,13 @@ Every stage calls `load()` before it does any work, so a typo or a bad value sto
 line that names the key, the value and what is allowed, instead of failing an hour into training.
 Validation is strict (no "5" for 5, no true for 1): DVC hashes the raw values, so silently coercing
 them would hide real changes.
+A stage then reads only the keys its module declares (PARAMS, which dvc.yaml's `params:` for it equals),
+through `for_stage`'s View: reading any other key is a programming error, not a param DVC does not see.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -27,8 +30,9 @@ RENAMED = {
 }
 
 
-# The top-level params that shape training (the train stage's params in dvc.yaml): an interrupted run
-# resumes only with the same values, and the export's metadata records them.
+# What shapes training: the train stage's declaration (catsdogs.stages.train's PARAMS is this tuple, and
+# dvc.yaml's train params equal it). An interrupted run resumes only with the same values, and the export
+# stage declares them too, to record them in its metadata.
 TRAINING = ("epochs", "seed", "data", "model", "train")
 
 
@@ -144,8 +148,16 @@ class Train(_Section):
 
 
 class Export(_Section):
+    backend: Literal["tensorflow", "jax"]  # Keras' backend for reading the model and exporting it
     formats: list[Literal["savedmodel", "onnx"]]
     tolerance: Annotated[float, Field(gt=0, lt=1)]
+
+    @model_validator(mode="after")
+    def _formats_need_tensorflow(self):
+        if self.formats and self.backend != "tensorflow":
+            raise ValueError(f"formats {', '.join(self.formats)} need backend: tensorflow (SavedModel and ONNX are "
+                             f"TensorFlow's exports); with backend: {self.backend}, set formats: []")
+        return self
 
 
 class Params(_Section):
@@ -261,3 +273,87 @@ def read_yaml(path: str | Path) -> object:
 def load(path: str | Path = PARAMS_FILE) -> Params:
     """Read and validate params.yaml; raise ParamsError with one line for the user."""
     return parse(read_yaml(path), str(path))
+
+
+class UndeclaredParam(AttributeError):
+    """A stage read a params key it does not declare: a programming error (dvc.yaml would not re-run the
+    stage when that key changes), never the user's."""
+
+
+class View:
+    """The keys of validated params that a stage declares, read-only: `view.data.batch_size` when the stage
+    declares `data.batch_size` (or `data`); any other key raises UndeclaredParam naming the key and the
+    declaration. A declared section comes back as its (frozen) section model."""
+
+    __slots__ = ("_section", "_tree", "_stage", "_declared", "_prefix")
+
+    def __init__(self, validated: BaseModel, declared: Sequence[str], stage: str, _tree=None, _prefix=""):
+        for name, value in (("_section", validated), ("_stage", stage), ("_declared", tuple(declared)),
+                            ("_tree", _key_tree(declared, stage) if _tree is None else _tree), ("_prefix", _prefix)):
+            object.__setattr__(self, name, value)
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):  # no params key starts so: a dunder probed by copy or pickle, or a slot not set
+            raise AttributeError(name)
+        if name not in self._tree:
+            raise self._undeclared(self._prefix + name)
+        value = getattr(self._section, name)
+        below = self._tree[name]
+        return value if below is True else View(value, self._declared, self._stage, below, f"{self._prefix}{name}.")
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"the {self._stage} stage's params are read-only")
+
+    def __repr__(self) -> str:
+        return f"View({self._stage}: {', '.join(self._declared)})"
+
+    def values(self, keys: Sequence[str] | None = None) -> dict:
+        """The declared keys' values (or those of `keys`, each declared) as plain data nested like
+        params.yaml, in the file's order: for hashing and for recording. `keys` only on a stage's whole view."""
+        if keys is not None and self._prefix:
+            raise ValueError(f"values({keys!r}) of params section {self._prefix.rstrip('.')}: ask the whole view")
+        wanted = self._tree if keys is None else _key_tree(keys, self._stage)
+        for key in _leaves(wanted):
+            if not any(key == d or key.startswith(d + ".") for d in _leaves(self._tree)):
+                raise self._undeclared(key)
+        return self._section.model_dump(include=wanted)
+
+    def _undeclared(self, key: str) -> UndeclaredParam:
+        return UndeclaredParam(f"the {self._stage} stage reads params key '{key}', which it does not declare: add "
+                               f"it to PARAMS in catsdogs.stages.{self._stage} and to the stage's params in dvc.yaml "
+                               f"(declared: {', '.join(self._declared)})")
+
+
+def _key_tree(keys: Sequence[str], stage: str) -> dict:
+    """{"data": {"batch_size": True}, "seed": True} for ("data.batch_size", "seed"); ValueError for a key
+    params.yaml has no place for, or one declared twice (or inside a section declared whole)."""
+    tree: dict = {}
+    for key in keys:
+        *sections, leaf = key.split(".")
+        model = Params
+        for part in [*sections, leaf]:
+            if model is None or part not in model.model_fields:
+                raise ValueError(f"the {stage} stage declares params key '{key}', which params.yaml has no place for")
+            annotation = model.model_fields[part].annotation
+            model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        node = tree
+        for part in sections:
+            node = node.setdefault(part, {})
+            if node is True:
+                break
+        if node is True or leaf in node:
+            raise ValueError(f"the {stage} stage declares params key '{key}' twice (or inside a section it declares)")
+        node[leaf] = True
+    return tree
+
+
+def _leaves(tree: dict, prefix: str = "") -> list[str]:
+    """The dotted keys of a key tree: ["data.batch_size", "seed"]."""
+    return [leaf for name, below in tree.items()
+            for leaf in ([prefix + name] if below is True else _leaves(below, f"{prefix}{name}."))]
+
+
+def for_stage(stage: str, declared: Sequence[str], path: str | Path = PARAMS_FILE) -> View:
+    """What a stage reads its params through: the whole file validated (`load`), then the view of the keys
+    the stage declares (its module's PARAMS, which dvc.yaml's `params:` for it equals)."""
+    return View(load(path), declared, stage)

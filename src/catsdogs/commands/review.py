@@ -99,14 +99,15 @@ def cross_validated(array: np.ndarray, data: splits.Split, p: params.Params, fol
     train = np.asarray(data.train)
     fold_of = np.random.default_rng([p.seed, 14]).permutation(len(train)) % folds
     probs = np.zeros((len(train), 2))
-    q = p.model_copy(update={"epochs": epochs})
     for fold in range(folds):
         start = time.perf_counter()
         keras.utils.set_random_seed(p.seed + fold)
         fit_on, held = train[fold_of != fold], train[fold_of == fold]
         fit = batches.Batches(array, data.labels, fit_on, p.data.batch_size, shuffle=True, seed=p.seed + fold)
-        model = model_lib.build(p.data.image_size, 2, p.model, run.in_model_augmentation(p), p.seed + fold)
-        model_lib.compile_for(model, 2, run.learning_rate(q, len(fit)))
+        model = model_lib.build(p.data.image_size, 2, p.model, run.in_model_augmentation(p.train.augment),
+                                p.seed + fold)
+        model_lib.compile_for(model, 2, run.learning_rate(p.train.learning_rate, p.train.lr_schedule,
+                                                          p.train.warmup_epochs, epochs, len(fit)))
         model.fit(fit, epochs=epochs, verbose=0, shuffle=False)
         held_batches = batches.Batches(array, data.labels, held, p.data.batch_size, shuffle=False, seed=p.seed)
         probs[fold_of == fold] = classes.probabilities(model.predict(held_batches, verbose=0))

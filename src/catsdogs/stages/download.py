@@ -18,6 +18,8 @@ from catsdogs.data.fetch import fetch
 
 log = logging.getLogger("download")
 
+PARAMS = ("download",)  # dvc.yaml's download params equal these
+
 
 @run_main
 def main(argv=None) -> None:
@@ -25,23 +27,24 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="where the archive goes")
     parser.add_argument("--partial-dir", type=Path, required=True, help="where an interrupted download waits")
     args = parser.parse_args(argv)
-    p = params.load().download
+    p = params.for_stage("download", PARAMS)
 
-    if p.source == "synthetic":
-        s = p.synthetic
+    if p.download.source == "synthetic":
+        spec = p.download.synthetic
         log.info("generating a synthetic archive: %d images per class, sides %d-%d px, seed %d",
-                 s.images_per_class, *s.side_range, s.seed)
-        odd = synthetic.generate(args.out, **s.model_dump())
+                 spec.images_per_class, *spec.side_range, spec.seed)
+        odd = synthetic.generate(args.out, **spec.model_dump())
         log.info("wrote %s with %d odd files mixed in", args.out, len(odd))
-        faulty = synthetic.faults(**s.model_dump())
+        faulty = synthetic.faults(**spec.model_dump())
         if faulty:
             kinds = [kind for kind, _ in faulty.values()]
             log.info("and with faults for a data review: %s",
                      ", ".join(f"{kinds.count(k)} {k}" for k in synthetic.FAULTS if k in kinds))
     else:
-        log.info("fetching %s", p.url)
-        digest = fetch(p.url, args.out, size=p.size, sha256=p.sha256, timeout=p.timeout, retries=p.retries,
-                       partial_dir=args.partial_dir)
+        source = p.download
+        log.info("fetching %s", source.url)
+        digest = fetch(source.url, args.out, size=source.size, sha256=source.sha256, timeout=source.timeout,
+                       retries=source.retries, partial_dir=args.partial_dir)
         log.info("wrote %s (sha256 %s)", args.out, digest)
 
 

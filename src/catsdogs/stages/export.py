@@ -25,6 +25,10 @@ from catsdogs.errors import UserError
 
 log = logging.getLogger("export")
 
+# What shaped training, recorded in the metadata, and the stage's own section (export.backend among it: the
+# model file holds stock layers, so any backend reads it, and SavedModel and ONNX need TensorFlow's).
+PARAMS = params.TRAINING + ("export",)  # dvc.yaml's export params equal these
+
 
 @run_main
 def main(argv=None) -> None:
@@ -37,11 +41,10 @@ def main(argv=None) -> None:
     parser.add_argument("--metrics", type=Path, required=True, help="each format's largest difference (JSON)")
     parser.add_argument("--image-cache", type=Path, required=True, help="folder of the decoded-image cache")
     args = parser.parse_args(argv)
-    p = params.load()
+    p = params.for_stage("export", PARAMS)
     atomic.remove_leftovers(args.out, args.metrics)
     formats = [fmt for fmt in p.export.formats if available(fmt)]
-    # The model file holds stock layers only: any backend reads it, and the exports need TensorFlow's.
-    backend.select(backend.installed())
+    backend.select(p.export.backend)
     from catsdogs.training import model as model_lib
 
     model = model_lib.load(args.model)
@@ -68,7 +71,7 @@ def main(argv=None) -> None:
         checked = {"validation_images": len(val), "tolerance": p.export.tolerance,
                    "largest_difference": differences}
         trained_on = {
-            "params": p.model_dump(include=set(params.TRAINING)),
+            "params": p.values(params.TRAINING),
             "data": {"split_sha256": hashlib.sha256(args.split.read_bytes()).hexdigest(),
                      "train_images": len(data.train), "validation_images": len(data.val)},
         }
@@ -88,12 +91,8 @@ def available(fmt: str) -> bool:
 
 
 def write(serving, fmt: str, path: Path) -> None:
-    """Keras' own export of `serving` (uint8 images in, probabilities out) as `fmt`."""
-    import keras
-
-    if keras.backend.backend() != "tensorflow":  # only reached where TensorFlow is installed but not chosen
-        raise UserError(f"export: {fmt} needs Keras' tensorflow backend, not {keras.backend.backend()}: unset "
-                        "KERAS_BACKEND")
+    """Keras' own export of `serving` (uint8 images in, probabilities out) as `fmt`, on TensorFlow's backend
+    (params.Export allows formats with no other)."""
     logging.getLogger("tf2onnx").setLevel(logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # Keras' tf2onnx patch probes np.object

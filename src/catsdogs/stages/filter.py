@@ -24,6 +24,8 @@ from catsdogs.errors import UserError
 
 log = logging.getLogger("filter")
 
+PARAMS = ("filter",)  # dvc.yaml's filter params equal these
+
 
 def summarize(results, ignored, method: str, seconds: float) -> dict:
     classes = sorted({cls for _, cls, _ in results})
@@ -60,7 +62,7 @@ def main(argv=None) -> None:
     parser.add_argument("--report", type=Path, required=True, help="every dropped or ignored member (CSV)")
     parser.add_argument("--exclude", type=Path, help="the exclusion list (CSV): members to drop, and why")
     args = parser.parse_args(argv)
-    p = params.load().filter
+    p = params.for_stage("filter", PARAMS)
 
     start = time.perf_counter()
     listed = exclusions.read(args.exclude) if args.exclude else []
@@ -74,10 +76,10 @@ def main(argv=None) -> None:
     with atomic.atomic_dir(args.out) as tmp_out:
         members = zipped.separate_clashes(members, zipped.name_key(tmp_out))
         ignored = members.ignored
-        results = checker.check_archive(args.archive, members, tmp_out, p.method, p.max_pixels or images.MAX_PIXELS,
-                                         p.workers)
+        results = checker.check_archive(args.archive, members, tmp_out, p.filter.method,
+                                         p.filter.max_pixels or images.MAX_PIXELS, p.filter.workers)
         results += excluded
-        summary = summarize(results, ignored, p.method, time.perf_counter() - start)
+        summary = summarize(results, ignored, p.filter.method, time.perf_counter() - start)
         empty = [cls for cls, n in summary["kept_per_class"].items() if n == 0]
         if empty:
             raise UserError(f"{args.archive}: no usable image left in class folder(s) {', '.join(empty)}")

@@ -22,6 +22,8 @@ from catsdogs.errors import UserError
 
 log = logging.getLogger("plot")
 
+PARAMS = ("seed", "data.image_size", "train.augment", "train.backend")  # dvc.yaml's plot params equal these
+
 
 def require(path: Path, stage: str) -> Path:
     if not path.exists():
@@ -50,7 +52,7 @@ def main(argv=None) -> None:
     parser.add_argument("--split", type=Path, required=True, help="the train stage's split file")
     parser.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
     args = parser.parse_args(argv)
-    p = params.load()
+    p = params.for_stage("plot", PARAMS)
     backend.select(p.train.backend)
     from catsdogs.training import model as model_lib
 

@@ -26,12 +26,13 @@ from catsdogs.errors import UserError
 log = logging.getLogger("train")
 
 OUTPUTS = ("model", "classes", "split", "checkpoints", "live")
+PARAMS = params.TRAINING  # what shapes training is what this stage reads (dvc.yaml's train params equal it)
 
 
 @run_main
 def main(argv=None) -> None:
     args = parse_args(argv)
-    p = params.load()
+    p = params.for_stage("train", PARAMS)
     if not args.data.is_dir():
         raise UserError(f"{args.data}: cleaned image folder not found (run the filter stage first)")
     atomic.remove_leftovers(*(getattr(args, name) for name in OUTPUTS))
@@ -54,20 +55,22 @@ def main(argv=None) -> None:
     log.info("%d images of %d classes (%s): %d for training, %d for validation", len(data.paths),
              len(data.class_names), ", ".join(data.class_names), len(data.train), len(data.val))
     array = imagecache.load(args.data, data.paths, p.data.image_size, args.image_cache, p.data.cache_mode)
-    train, val = plan.batches(*run.input_batches(array, data, p))
+    train, val = plan.batches(*run.input_batches(array, data, p.data.batch_size, p.seed, p.train.augment))
 
     # The model: the tutorial's small Xception, compiled with its loss and metric
     with plan.scope():
         model = model_lib.build(p.data.image_size, len(data.class_names), p.model,
-                                run.in_model_augmentation(p), p.seed)
-        model_lib.compile_for(model, len(data.class_names), run.learning_rate(p, len(train)))
+                                run.in_model_augmentation(p.train.augment), p.seed)
+        rate = run.learning_rate(p.train.learning_rate, p.train.lr_schedule, p.train.warmup_epochs, p.epochs,
+                                 len(train))
+        model_lib.compile_for(model, len(data.class_names), rate)
         plan.prepare(model, train)
     log.info("Keras %s on %s, %s precision, augmentation in the %s, XLA %s", keras.__version__, p.train.backend,
              policy, "model" if p.train.augment.where == "model" else "CPU input pipeline",
              "on" if model.jit_compile else "off (TensorFlow on a CPU: it runs slower there)")
 
     # Fit, resuming an interrupted run with the same params and data
-    work = run.work_folder(args.work, p, imagecache.files_key(args.data, data.paths))
+    work = run.work_folder(args.work, p.values(), imagecache.files_key(args.data, data.paths))
     if not plan.resumable():
         shutil.rmtree(work, ignore_errors=True)
     if (work / "backup").exists():
