@@ -151,3 +151,11 @@ def test_several_problems_are_counted_in_the_plural():
     data["data"].update(batch_size=0)
     with pytest.raises(params.ParamsError, match=r"\(and 2 more problems\)$"):
         params.parse(data)
+
+
+def test_synthetic_rates_the_generator_cannot_meet_are_one_line():
+    message = error_for(lambda d: d["download"]["synthetic"].update(images_per_class=10, pathology_rate=0.0,
+                                                                    duplicate_rate=0.45, flipped_rate=0.1))
+    assert message == ("params.yaml: download.synthetic: duplicate_rate 0.45 asks for 9 duplicates of the 20 images, "
+                       "each with a good original of its class besides; 18 are left by the other rates, room for 8: "
+                       "lower the rates")
