@@ -22,7 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from catsdogs.atomic import atomic_path
-from catsdogs.errors import UserError
+from catsdogs.errors import UserError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def fetch(
     on any failure an existing `dest` is left as it was.
     """
     dest = Path(dest)
-    parts = urllib.parse.urlsplit(url)
+    parts = _split(url)
     scheme = parts.scheme.lower()
     if scheme in ("http", "https"):
         return _fetch_http(url, dest, size, sha256, timeout, retries, Path(partial_dir), progress, backoff)
@@ -73,6 +73,22 @@ def fetch(
     else:
         raise DownloadError(f"{url}: unsupported URL scheme {scheme!r}; use {ALLOWED}")
     return _copy_local(source, dest, size, sha256, progress)
+
+
+def _split(url: str) -> urllib.parse.SplitResult:
+    """`url` taken apart, or one DownloadError saying what is wrong with it: a malformed URL is the user's to
+    fix, not a network failure to retry (urllib would report a missing host or a space as one)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - ValueError for a port that is not a number from 0 to 65535
+    except ValueError as exc:
+        raise DownloadError(f"{url}: not a valid URL ({first_line(exc)}); use {ALLOWED}") from None
+    if parts.scheme.lower() in ("http", "https"):
+        if any(c.isspace() or not c.isprintable() for c in url):
+            raise DownloadError(f"{url!r}: a URL cannot hold spaces or control characters (write a space as %20)")
+        if not parts.hostname:
+            raise DownloadError(f"{url}: no host name in the URL; use {ALLOWED}")
+    return parts
 
 
 def _fetch_http(url, dest, size, sha256, timeout, retries, partial_dir, progress, backoff) -> str:
