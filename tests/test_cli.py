@@ -193,3 +193,11 @@ def test_without_dvc_yaml_a_default_path_is_one_line(tmp_path, monkeypatch, caps
     code, out, err = run_cli("review", "--accept-top", "1", capsys=capsys)
     assert err == "error: dvc.yaml: the filter stage's command gives no --exclude to take --exclude's default from: " \
                   "pass --exclude\n"
+
+
+def test_review_into_a_file_is_one_line_before_any_work(in_a_pipeline, capsys):
+    (in_a_pipeline / "moved").mkdir()
+    (in_a_pipeline / "moved" / "model.keras").write_bytes(b"a model")
+    (in_a_pipeline / "report").write_text("mine")
+    code, out, err = run_cli("review", "--out", "report", capsys=capsys)
+    assert (code, out, err) == (2, "", "error: report: not a folder, and the report is one: pass another --out\n")

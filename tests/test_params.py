@@ -159,3 +159,8 @@ def test_synthetic_rates_the_generator_cannot_meet_are_one_line():
     assert message == ("params.yaml: download.synthetic: duplicate_rate 0.45 asks for 9 duplicates of the 20 images, "
                        "each with a good original of its class besides; 18 are left by the other rates, room for 8: "
                        "lower the rates")
+
+
+def test_a_synthetic_side_too_large_to_draw_is_one_line():
+    message = error_for(lambda d: d["download"]["synthetic"].update(side_range=[96, 16000]))
+    assert message == "params.yaml: download.synthetic: side_range must stay within 4096 pixels per side, got [96, 16000]"

@@ -151,8 +151,11 @@ def test_review_command_on_a_tiny_pipeline(repo):
                                            duplicate_rate=0.1)
     set_params(repo, params | TINY_TRAINING)
     dvc("repro", cwd=repo)
+    run("git", "checkout", "params.yaml", cwd=repo)  # as after the demo: the full-size params, 180x180
     result = run(sys.executable, "-m", "catsdogs.commands.cli", "review", "--epochs", "1", cwd=repo)
     assert "candidates in review/candidates.csv" in result.stdout
+    assert "with the params models/model.keras was trained with (dvc.lock): 32x32 images, 2 epochs" in result.stderr
+    set_params(repo, params | TINY_TRAINING)
     sheet = Image.open(repo / "review" / review.CONTACT_SHEET)
     assert sheet.format == "PNG" and sheet.width > 500
     summary = json.loads((repo / "review" / review.SUMMARY_FILE).read_text())

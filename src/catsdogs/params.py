@@ -37,6 +37,7 @@ class ParamsError(UserError):
 
 
 SYNTHETIC_MIN_SIDE = 16  # pixels: the smallest side the synthetic figures are still drawn recognisably at
+SYNTHETIC_MAX_SIDE = 4096  # pixels: each image is drawn in float32 (about 200 MB at this side); the real ones are below 1100
 
 
 def synthetic_count(rate: float, images_per_class: int) -> int:
@@ -60,6 +61,8 @@ def check_synthetic(images_per_class, side_range, pathology_rate, seed, flipped_
         raise ValueError(f"side_range must be [smallest, largest] side, got {list(side_range)}")
     if low < SYNTHETIC_MIN_SIDE:
         raise ValueError(f"side_range must allow at least {SYNTHETIC_MIN_SIDE} pixels per side, got {list(side_range)}")
+    if high > SYNTHETIC_MAX_SIDE:
+        raise ValueError(f"side_range must stay within {SYNTHETIC_MAX_SIDE} pixels per side, got {list(side_range)}")
     if isinstance(pathology_rate, bool) or not isinstance(pathology_rate, (int, float)) or not 0 <= pathology_rate < 1:
         raise ValueError(f"pathology_rate must be a number in [0, 1), got {pathology_rate!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:

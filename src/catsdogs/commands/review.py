@@ -382,6 +382,8 @@ def run(directory: Path, split_file: Path, classes_file: Path, predictions_file:
             raise UserError(f"{name} is not installed: pip install -e '.[review]' (see README)") from None
     if not model_file.is_file():
         raise UserError(f"{model_file}: model not found (run `dvc repro` first)")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: not a folder, and the report is one: pass another --out")
     p = trained_params(model_file)
     log.info("with the params %s was trained with (%s): %dx%d images, %d epochs", model_file, LOCK,
              *p.data.image_size, p.epochs)
