@@ -344,3 +344,13 @@ def test_a_malformed_url_is_one_line_at_once_never_retried(paths, monkeypatch, u
         _fetch(url, dest, partial_dir, retries=5, backoff=1.0)
     assert str(info.value) == line
     assert delays == [] and not dest.exists() and not partial_dir.exists()
+
+
+def test_the_wait_between_attempts_stops_growing_at_a_minute(server, paths, monkeypatch):
+    """download.retries: 20 doubled the wait to six days before the last attempt."""
+    dest, partial_dir = paths
+    delays = []
+    monkeypatch.setattr(time, "sleep", delays.append)
+    server.behaviour.fail_status, server.behaviour.fail_count = 503, 9
+    assert _fetch(server.url, dest, partial_dir, retries=9, backoff=1.0) == DATA_SHA
+    assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0]

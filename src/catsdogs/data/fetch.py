@@ -27,6 +27,7 @@ from catsdogs.errors import UserError, first_line
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
+MAX_WAIT = 60.0  # seconds: the longest wait between attempts (download.retries: 20 would otherwise wait six days)
 ALLOWED = "http://, https://, file:// or a local path"
 
 # What the network can throw at a read: socket errors and timeouts are OSError (URLError included),
@@ -102,7 +103,7 @@ def _fetch_http(url, dest, size, sha256, timeout, retries, partial_dir, progress
         except _Transient as exc:
             if attempt == retries:
                 raise DownloadError(f"{url}: failed after {attempts} attempts; last error: {exc}") from None
-            delay = backoff * 2**attempt
+            delay = min(backoff * 2**attempt, MAX_WAIT)
             log.info("retry %d/%d after error: %s (waiting %.1f s)", attempt + 1, retries, exc, delay)
             time.sleep(delay)
 
