@@ -58,9 +58,9 @@ def test_bad_arguments_are_usage_errors_with_exit_code_2(argv, capsys):
     assert err.startswith("usage: catsdogs") and "error: " in err
 
 
-@pytest.mark.parametrize("argv, shown", [(["--help"], "{predict,demo,review,best}"), (["predict", "--help"], "--classes"),
-                                         (["demo", "--help"], "--config"), (["review", "--help"], "--accept-top"),
-                                         (["best", "--help"], "--metric")])
+@pytest.mark.parametrize("argv, shown", [(["--help"], "{predict,demo,review,best}"),
+                                         (["predict", "--help"], "--classes"), (["demo", "--help"], "--config"),
+                                         (["review", "--help"], "--accept-top"), (["best", "--help"], "--metric")])
 def test_help_exits_0(argv, shown, capsys):
     code, out, _ = run_cli(*argv, capsys=capsys)
     assert code == 0 and out.startswith("usage: catsdogs") and shown in out
@@ -169,7 +169,8 @@ def test_best_gets_its_options(monkeypatch, capsys):
 @pytest.mark.parametrize("argv, line", [
     (["review", "--kind", "label"], "error: --kind label: only with --accept-top K (it picks the kinds whose first K "
                                     "candidates to accept)"),
-    (["review", "--accept-top", "0"], "error: --accept-top 0: accept the first K candidates of each kind, K at least 1"),
+    (["review", "--accept-top", "0"],
+     "error: --accept-top 0: accept the first K candidates of each kind, K at least 1"),
     (["review", "--accept", "PetImages/Cat/1.jpg", "--folds", "3"],
      "error: --folds: an option of the review itself, not of accepting its candidates: run them one after the other"),
     (["review", "--folds", "1"], "error: --folds 1: cross-validation needs at least 2 folds"),

@@ -163,4 +163,5 @@ def test_synthetic_rates_the_generator_cannot_meet_are_one_line():
 
 def test_a_synthetic_side_too_large_to_draw_is_one_line():
     message = error_for(lambda d: d["download"]["synthetic"].update(side_range=[96, 16000]))
-    assert message == "params.yaml: download.synthetic: side_range must stay within 4096 pixels per side, got [96, 16000]"
+    assert message == ("params.yaml: download.synthetic: side_range must stay within 4096 pixels per side, "
+                       "got [96, 16000]")

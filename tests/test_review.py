@@ -205,7 +205,8 @@ def trained(tmp_path, monkeypatch):
                 "model.entry_width": 16}
     lock = {"schema": "2.0", "stages": {"train": {
         "cmd": "python -m catsdogs.stages.train", "params": {"params.yaml": recorded},
-        "outs": [{"path": "models/model.keras", "hash": "md5", "md5": hashlib.md5(b"a model").hexdigest(), "size": 7}]}}}
+        "outs": [{"path": "models/model.keras", "hash": "md5", "md5": hashlib.md5(b"a model").hexdigest(),
+                  "size": 7}]}}}
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
     return Path("models/model.keras")
 

@@ -309,7 +309,8 @@ def test_every_validated_fault_rate_is_generated_for_every_seed(images_per_class
     grid = [0.0, 0.05, 0.2, 0.45] if images_per_class < 1000 else [0.0, 0.1, 0.36]
     checked = 0
     for pathology_rate, flipped, non_pet, duplicate in itertools.product([0.0, 0.06, 0.5], grid, grid, grid):
-        rates = dict(pathology_rate=pathology_rate, flipped_rate=flipped, non_pet_rate=non_pet, duplicate_rate=duplicate)
+        rates = dict(pathology_rate=pathology_rate, flipped_rate=flipped, non_pet_rate=non_pet,
+                     duplicate_rate=duplicate)
         arguments = dict(images_per_class=images_per_class, side_range=[16, 20], **rates)
         if not _valid(**arguments, seed=0):
             continue

@@ -37,7 +37,7 @@ class ParamsError(UserError):
 
 
 SYNTHETIC_MIN_SIDE = 16  # pixels: the smallest side the synthetic figures are still drawn recognisably at
-SYNTHETIC_MAX_SIDE = 4096  # pixels: each image is drawn in float32 (about 200 MB at this side); the real ones are below 1100
+SYNTHETIC_MAX_SIDE = 4096  # pixels: each image is drawn in memory, in float32 (about 200 MB at this side)
 
 
 def synthetic_count(rate: float, images_per_class: int) -> int:

@@ -250,7 +250,8 @@ def find(directory: Path, inputs: Inputs, train_probs: np.ndarray, features: np.
     nearest: dict[int, tuple[int, int]] = {}  # validation image -> (distance, nearest training image)
     for i, j, distance in pairs:
         for a, b in ((i, j), (j, i)):
-            if subset_of[a] == VALIDATION and subset_of[b] == TRAIN and (distance, b) < nearest.get(a, (HASH_BITS + 1, 0)):
+            closer = (distance, b) < nearest.get(a, (HASH_BITS + 1, 0))
+            if subset_of[a] == VALIDATION and subset_of[b] == TRAIN and closer:
                 nearest[a] = (distance, b)
     spanning = {g for g in np.unique(group) if set(tables.SUBSETS) <= set(subset_of[group == g])}
     val_label = dict(zip(data.val.tolist(), inputs.val_probs))
