@@ -192,6 +192,8 @@ def _request(url: str, offset: int, timeout: float):
 
 
 def _copy_local(source: Path, dest: Path, size: int | None, sha256: str | None, progress: bool) -> str:
+    if source.is_dir():
+        raise DownloadError(f"{source}: a folder, not the archive (download.url names the .zip file itself)")
     if not source.is_file():
         raise DownloadError(f"{source}: no such file")
     hasher = hashlib.sha256()
