@@ -155,3 +155,18 @@ def test_an_undecodable_file_in_the_cleaned_folder_is_one_line(tmp_path: Path):
     bad.write_bytes(encode("PNG")[:60])
     with pytest.raises(UserError, match=r"notes\.jpg: not an image this pipeline decodes \(.+\): remove it"):
         images.decode_file(bad, (8, 8))
+
+
+def test_what_the_filter_kept_above_twice_pillows_limit_decodes_in_training(tmp_path: Path):
+    """The filter keeps images up to filter.max_pixels, above Pillow's own limit too: the stages then decode
+    them (decode_file, the cleaned folder), where Pillow would refuse them. A JPEG declaring 200 million pixels
+    (its data is for 16x16) decodes at its 1/8 draft scale, in about 25 MB."""
+    data = bytearray(encode("JPEG", size=(16, 16)))
+    frame = data.index(b"\xff\xc0")
+    data[frame + 5 : frame + 9] = struct.pack(">HH", 10_000, 20_000)  # height, width
+    big = tmp_path / "big.jpg"
+    big.write_bytes(bytes(data))
+    assert images.decode_file(big, (8, 8)).shape == (8, 8, 3)
+    assert Image.MAX_IMAGE_PIXELS == images.MAX_PIXELS
+    with pytest.raises(Image.DecompressionBombError):  # a file from elsewhere (catsdogs predict): Pillow's limit
+        images.decode(bytes(data), (8, 8))

@@ -37,18 +37,39 @@ REASONS = {
 # Larger images are dropped as decompression bombs: Pillow's own limit, unless filter.max_pixels sets another.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 _LIMIT = threading.Lock()
+_lifted = 0  # decode_file() calls in progress, in threads, with Pillow's limit lifted
+_saved_limit = MAX_PIXELS
 
 
 @contextlib.contextmanager
 def pixel_limit(max_pixels: int):
-    """Pillow's bomb limit set to `max_pixels` while opening: it is one global (Image.MAX_IMAGE_PIXELS), and
-    Image.open refuses above twice it before any other check, so filter.max_pixels could not raise it."""
+    """Pillow's bomb limit set to `max_pixels` while opening: it is one global
+    (Image.MAX_IMAGE_PIXELS), and Image.open refuses above twice it before any other check, so
+    filter.max_pixels could not raise it."""
     with _LIMIT:
         saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_pixels
         try:
             yield
         finally:
             Image.MAX_IMAGE_PIXELS = saved
+
+
+@contextlib.contextmanager
+def _checked_already():
+    """Pillow's limit lifted while files of the cleaned folder decode, in as many threads as decode at once:
+    the filter checked each against filter.max_pixels, which may be above Pillow's limit."""
+    global _lifted, _saved_limit
+    with _LIMIT:
+        _lifted += 1
+        if _lifted == 1:
+            _saved_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        yield
+    finally:
+        with _LIMIT:
+            _lifted -= 1
+            if _lifted == 0:
+                Image.MAX_IMAGE_PIXELS = _saved_limit
 
 
 def max_file_bytes(max_pixels: int) -> int:
@@ -152,7 +173,8 @@ def decode_file(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
     """decode() of a file of the cleaned folder; UserError naming it if it cannot be (one put there by hand)."""
     data = Path(path).read_bytes()
     try:
-        return decode(data, size)
+        with _checked_already():
+            return decode(data, size)
     except UnidentifiedImageError:
         detail = "no image format recognised"
     except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds of errors for a bad file
