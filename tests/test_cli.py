@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from catsdogs.commands import cli
+from catsdogs import tables
+from catsdogs.commands import cli, experiments, review
 from conftest import ENV, ROOT
 
 CHILD_ENV = dict(ENV, PYTHONPATH=str(ROOT / "src"))
@@ -56,8 +58,9 @@ def test_bad_arguments_are_usage_errors_with_exit_code_2(argv, capsys):
     assert err.startswith("usage: catsdogs") and "error: " in err
 
 
-@pytest.mark.parametrize("argv, shown", [(["--help"], "predict,demo"), (["predict", "--help"], "--classes"),
-                                         (["demo", "--help"], "--config")])
+@pytest.mark.parametrize("argv, shown", [(["--help"], "{predict,demo,review,best}"),
+                                         (["predict", "--help"], "--classes"), (["demo", "--help"], "--config"),
+                                         (["review", "--help"], "--accept-top"), (["best", "--help"], "--metric")])
 def test_help_exits_0(argv, shown, capsys):
     code, out, _ = run_cli(*argv, capsys=capsys)
     assert code == 0 and out.startswith("usage: catsdogs") and shown in out
@@ -122,3 +125,80 @@ def test_the_real_command_prints_and_exits_like_main(model, tmp_path):
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == "error: none.yaml: demo configuration not found (run from the repository root)\n"
+
+
+@pytest.fixture
+def in_a_pipeline(tmp_path, monkeypatch):
+    """A folder holding dvc.yaml, the pipeline's paths in it moved, as the working directory."""
+    text = (ROOT / "dvc.yaml").read_text()
+    for path in ("models/model.keras", "data/exclude.csv", "metrics/predictions.csv"):
+        text = text.replace(path, "moved/" + path.split("/")[-1])
+    (tmp_path / "dvc.yaml").write_text(text)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_the_default_paths_are_dvc_yamls(in_a_pipeline, monkeypatch, capsys):
+    """The paths are written once, in dvc.yaml's commands: predict and review take theirs from there."""
+    calls = []
+    monkeypatch.setattr("catsdogs.serving.predict.predict", lambda *args: calls.append(args) or [])
+    monkeypatch.setattr(review, "run", lambda *args: calls.append(args) or dict.fromkeys(
+        [f"{kind}_candidates" for kind in tables.CANDIDATE_KINDS], 0))
+    monkeypatch.setattr(review, "accept", lambda *args: calls.append(args) or ([], []))
+    run_cli("predict", "a.jpg", capsys=capsys)
+    assert calls[-1] == (["a.jpg"], "moved/model.keras", None)
+    code, out, _ = run_cli("review", capsys=capsys)
+    assert code == 0 and out.startswith("0 label, 0 non_pet, 0 duplicate candidates in review/candidates.csv")
+    assert calls[-1] == (Path("data/clean/PetImages"), Path("models/split.csv"), Path("models/classes.json"),
+                         Path("moved/predictions.csv"), Path("moved/model.keras"), Path("review"),
+                         Path(".cache/images"), None, None, None)
+    run_cli("review", "--accept-top", "3", "--kind", "label", capsys=capsys)
+    assert calls[-1] == (Path("review/candidates.csv"), Path("moved/exclude.csv"), [], 3, ["label"])
+
+
+def test_best_gets_its_options(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(experiments, "best", lambda *args, **kwargs: calls.append((args, kwargs)) or 0)
+    assert run_cli("best", capsys=capsys)[0] == 0
+    assert calls[-1] == ((Path.cwd(), experiments.DEFAULT_METRIC, None, experiments.TOP),
+                         {"apply": False, "branch": None})
+    run_cli("best", "--metric", "loss", "--min", "--top", "2", "--branch", "b", capsys=capsys)
+    assert calls[-1] == ((Path.cwd(), "loss", True, 2), {"apply": False, "branch": "b"})
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["review", "--kind", "label"], "error: --kind label: only with --accept-top K (it picks the kinds whose first K "
+                                    "candidates to accept)"),
+    (["review", "--accept-top", "0"],
+     "error: --accept-top 0: accept the first K candidates of each kind, K at least 1"),
+    (["review", "--accept", "PetImages/Cat/1.jpg", "--folds", "3"],
+     "error: --folds: an option of the review itself, not of accepting its candidates: run them one after the other"),
+    (["review", "--folds", "1"], "error: --folds 1: cross-validation needs at least 2 folds"),
+    (["review", "--epochs", "0"], "error: --epochs 0: each fold's model needs at least 1 epoch"),
+    (["review", "--max-distance", "65"], "error: --max-distance 65: a number of pHash bits, 0 to 64"),
+    (["review"], "error: moved/model.keras: model not found (run `dvc repro` first)"),
+    (["best", "--top", "0"], "error: --top 0: how many experiments to print, at least 1"),
+])
+def test_a_mistake_in_the_options_is_one_line_before_any_work(in_a_pipeline, argv, line, capsys):
+    code, out, err = run_cli(*argv, capsys=capsys)
+    assert (code, out, err) == (2, "", line + "\n")
+    assert sorted(p.name for p in in_a_pipeline.iterdir()) == ["dvc.yaml"]  # nothing written
+
+
+def test_without_dvc_yaml_a_default_path_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli("predict", "a.jpg", capsys=capsys)
+    assert (code, out) == (2, "")
+    assert err == "error: --model: no default without dvc.yaml here (run from the repository root, or pass --model)\n"
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    code, out, err = run_cli("review", "--accept-top", "1", capsys=capsys)
+    assert err == "error: dvc.yaml: the filter stage's command gives no --exclude to take --exclude's default from: " \
+                  "pass --exclude\n"
+
+
+def test_review_into_a_file_is_one_line_before_any_work(in_a_pipeline, capsys):
+    (in_a_pipeline / "moved").mkdir()
+    (in_a_pipeline / "moved" / "model.keras").write_bytes(b"a model")
+    (in_a_pipeline / "report").write_text("mine")
+    code, out, err = run_cli("review", "--out", "report", capsys=capsys)
+    assert (code, out, err) == (2, "", "error: report: not a folder, and the report is one: pass another --out\n")

@@ -50,6 +50,24 @@ def test_a_bare_key_names_the_one_file_that_has_it():
         experiments.resolve(FOUND, "f1")
 
 
+@pytest.mark.parametrize("metric, line", [
+    ("val_acc", "no experiment has a metric 'val_acc': did you mean metrics/train/metrics.json:final.val_acc? "
+                "(5 metrics in all: `dvc exp show` lists them)"),
+    ("acuracy", "no experiment has a metric 'acuracy': did you mean metrics/metrics.json:accuracy? "
+                "(5 metrics in all: `dvc exp show` lists them)"),
+    ("metrics/metrics.json:acuracy", "no experiment has a metric 'metrics/metrics.json:acuracy': did you mean "
+                                     "metrics/metrics.json:accuracy? (5 metrics in all: `dvc exp show` lists them)"),
+])
+def test_an_unknown_metric_suggests_the_nearest(metric, line):
+    """Issue 17: `--metric val_acc` answered with a list of 40 names; a path:key typo ranked nothing."""
+    found = FOUND + [Experiment("summary", "s" * 5, "success", {"metrics/train/metrics.json:best.val_acc": 0.9,
+                                                               "metrics/train/metrics.json:best.epoch": 3,
+                                                               "metrics/train/metrics.json:final.val_acc": 0.9})]
+    with pytest.raises(UserError) as info:
+        experiments.resolve(found, metric)
+    assert str(info.value) == line
+
+
 def test_the_table_shows_the_params_that_differ():
     ranked, _ = experiments.rank(FOUND, ACC)
     lines = experiments.table(ranked, ACC, top=2).splitlines()

@@ -199,3 +199,30 @@ def test_predict_with_only_jax_installed(exported, tmp_path):
     assert result.stdout == cli_predict(ENV, exported / "model.keras", images, tmp_path).stdout
     refused = cli_predict(env, exported / "model.onnx", images, tmp_path)
     assert refused.returncode == 2 and "needs onnxruntime: pip install 'catsdogs[lite]'" in refused.stderr
+
+
+BAD_METADATA = [
+    {"format": "catsdogs-export/0"},
+    {"classes": ["cat"]},
+    {"classes": ["cat", 2]},
+    {"input": {"name": "image", "shape": [None, 32, 32, 1], "dtype": "uint8"}},
+    {"input": {"name": "image", "shape": [None, 32, 32, 3], "dtype": "float32"}},
+    {"input": {"name": "image", "shape": [None, "32", 32, 3], "dtype": "uint8"}},
+    {"input": {"name": "image", "shape": [None, 32, 3], "dtype": "uint8"}},
+]
+
+
+def test_metadata_is_checked_under_python_O_too(tmp_path):
+    """Issue 17: the checks were `assert`s, which `python -O` drops."""
+    paths = []
+    for n, change in enumerate(BAD_METADATA):
+        paths.append(tmp_path / str(n) / exports.METADATA_FILE)
+        paths[-1].parent.mkdir()
+        paths[-1].write_text(json.dumps(exports.describe(["cat", "dog"], (32, 32), ["keras"], {}, {}) | change))
+    code = ("import sys; from pathlib import Path; from catsdogs.serving import exports; from catsdogs.errors import "
+            "UserError\nfor path in sys.argv[1:]:\n    try:\n        exports.read_metadata(Path(path))\n"
+            "    except UserError as exc:\n        print(exc)")
+    result = subprocess.run([sys.executable, "-O", "-c", code, *map(str, paths)], env=ENV, text=True,
+                            capture_output=True, check=True)
+    assert result.stdout.splitlines() == [f"{path}: not a metadata file of format catsdogs-export/1 (rerun the "
+                                          "export stage)" for path in paths]

@@ -322,3 +322,43 @@ def test_retries_wait_twice_as_long_each_time(server, paths, monkeypatch):
     server.behaviour.fail_status, server.behaviour.fail_count = 503, 3
     assert _fetch(server.url, dest, partial_dir, retries=3, backoff=0.5) == DATA_SHA
     assert delays == [0.5, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("url, line", [
+    ("http://[::1", "http://[::1: not a valid URL (Invalid IPv6 URL); use http://, https://, file:// or a local path"),
+    ("http://host:port/a.zip", "http://host:port/a.zip: not a valid URL (Port could not be cast to integer value as "
+                               "'port'); use http://, https://, file:// or a local path"),
+    ("http:///archive.zip", "http:///archive.zip: no host name in the URL; use http://, https://, file:// or a "
+                            "local path"),
+    ("https://example.com/my archive.zip", "'https://example.com/my archive.zip': a URL cannot hold spaces or "
+                                           "control characters (write a space as %20)"),
+    ("https://example.com/a.zip ", "'https://example.com/a.zip ': a URL cannot hold spaces or control characters "
+                                   "(write a space as %20)"),
+])
+def test_a_malformed_url_is_one_line_at_once_never_retried(paths, monkeypatch, url, line):
+    """Issue 17: these were a ValueError, or retried as network failures for about 31 s."""
+    dest, partial_dir = paths
+    delays = []
+    monkeypatch.setattr(time, "sleep", delays.append)
+    with pytest.raises(DownloadError) as info:
+        _fetch(url, dest, partial_dir, retries=5, backoff=1.0)
+    assert str(info.value) == line
+    assert delays == [] and not dest.exists() and not partial_dir.exists()
+
+
+def test_the_wait_between_attempts_stops_growing_at_a_minute(server, paths, monkeypatch):
+    """download.retries: 20 doubled the wait to six days before the last attempt."""
+    dest, partial_dir = paths
+    delays = []
+    monkeypatch.setattr(time, "sleep", delays.append)
+    server.behaviour.fail_status, server.behaviour.fail_count = 503, 9
+    assert _fetch(server.url, dest, partial_dir, retries=9, backoff=1.0) == DATA_SHA
+    assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0]
+
+
+def test_a_local_folder_is_named_as_one(tmp_path, paths):
+    dest, partial_dir = paths
+    with pytest.raises(DownloadError) as info:
+        _fetch(str(tmp_path), dest, partial_dir)
+    assert str(info.value) == f"{tmp_path}: a folder, not the archive (download.url names the .zip file itself)"
+    assert not dest.exists()

@@ -355,6 +355,18 @@ def test_download_stage_fails_with_one_line_and_no_archive(tmp_path: Path, serve
     assert list((tmp_path / ".cache/download").iterdir()) == []  # no partial file kept to resume from
 
 
+def test_download_stage_refuses_a_url_without_a_host_at_once(tmp_path: Path):
+    """Issue 17: it was retried as a network failure for about 31 s before the error."""
+    write_params(tmp_path, {"download": {"source": "url", "url": "http:///kagglecatsanddogs_5340.zip", "retries": 5}})
+    start = time.monotonic()
+    result = subprocess.run(stage_command("download"), cwd=tmp_path, env=STAGE_ENV, text=True, capture_output=True,
+                            timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert error_lines(result.stderr) == ["error: http:///kagglecatsanddogs_5340.zip: no host name in the URL; use "
+                                          "http://, https://, file:// or a local path"]
+    assert time.monotonic() - start < 20 and not (tmp_path / "data").exists()
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Params: each stage, as dvc runs it, stops on a bad params.yaml before doing anything
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from catsdogs.data import imagecache, images, splits
+from catsdogs.errors import UserError
 
 
 def test_images_are_decoded_once_and_the_cache_follows_the_data(folder, tmp_path):
@@ -65,3 +66,15 @@ def test_a_decoder_change_gives_a_new_cache(folder, tmp_path, monkeypatch):
     imagecache.load(folder, data.paths, (8, 8), cache)
     [after] = cache.glob("*.npy")
     assert after.name != before.name
+
+
+def test_an_undecodable_file_is_one_line_naming_it_and_no_cache_is_left(folder, tmp_path):
+    """Issue 17: a file put into data/clean by hand was a Pillow traceback from here."""
+    (folder / "Cat" / "5.jpg").write_bytes(b"<html>not found</html>\n")
+    data = splits.assign(folder, 0.25, seed=1)
+    cache = tmp_path / "cache"
+    with pytest.raises(UserError) as info:
+        imagecache.load(folder, data.paths, (8, 8), cache)
+    assert str(info.value) == (f"{folder / 'Cat' / '5.jpg'}: not an image this pipeline decodes (no image format "
+                               "recognised): remove it, or put it in the archive and let the filter stage check it")
+    assert list(cache.iterdir()) == []

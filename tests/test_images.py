@@ -1,4 +1,6 @@
 import io
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -6,6 +8,7 @@ import pytest
 from PIL import Image
 
 from catsdogs.data import images
+from catsdogs.errors import UserError
 
 BIG = 89_478_485
 
@@ -108,3 +111,62 @@ def test_decode_resizes_with_bilinear_filtering():
     array = images.decode(buffer.getvalue(), (32, 24))
     assert array.shape == (32, 24, 3)
     assert np.abs(array.astype(int) - 127).max() <= 4  # the corners differ by a few levels
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG declaring width x height pixels of 1 bit, with one row of data: opening it allocates nothing."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(width // 8 + 1)))
+            + chunk(b"IEND", b""))
+
+
+def test_filter_max_pixels_really_sets_the_limit_above_twice_pillows():
+    """Issue 17: Image.open refuses above twice Pillow's own limit before the check sees the size, so
+    filter.max_pixels could not raise it; pixel_limit() sets Pillow's limit to it while opening."""
+    huge = _png_header(25_000, 9_000)  # 225 million pixels: more than twice Pillow's 89,478,485
+    assert 25_000 * 9_000 > 2 * images.MAX_PIXELS
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(io.BytesIO(huge))
+    with images.pixel_limit(300_000_000), Image.open(io.BytesIO(huge)) as image:
+        assert image.size == (25_000, 9_000)
+    assert Image.MAX_IMAGE_PIXELS == images.MAX_PIXELS  # restored
+    assert images.check(huge, "decode", max_pixels=224_999_999) == "too_large"  # the param's limit, not Pillow's
+    assert Image.MAX_IMAGE_PIXELS == images.MAX_PIXELS
+
+
+def test_a_tiny_max_pixels_is_the_limit_too():
+    assert images.check(encode("PNG", size=(4, 3)), "decode", max_pixels=12) is None
+    assert images.check(encode("PNG", size=(4, 3)), "decode", max_pixels=11) == "too_large"
+    assert Image.MAX_IMAGE_PIXELS == images.MAX_PIXELS
+
+
+def test_an_undecodable_file_in_the_cleaned_folder_is_one_line(tmp_path: Path):
+    """Issue 17: a file put into data/clean by hand was a Pillow traceback from the image cache."""
+    bad = tmp_path / "Cat" / "notes.jpg"
+    bad.parent.mkdir()
+    bad.write_bytes(b"not an image\n")
+    with pytest.raises(UserError) as info:
+        images.decode_file(bad, (8, 8))
+    assert str(info.value) == (f"{bad}: not an image this pipeline decodes (no image format recognised): remove it, "
+                               "or put it in the archive and let the filter stage check it")
+    bad.write_bytes(encode("PNG")[:60])
+    with pytest.raises(UserError, match=r"notes\.jpg: not an image this pipeline decodes \(.+\): remove it"):
+        images.decode_file(bad, (8, 8))
+
+
+def test_what_the_filter_kept_above_twice_pillows_limit_decodes_in_training(tmp_path: Path):
+    """The filter keeps images up to filter.max_pixels, above Pillow's own limit too: the stages then decode
+    them (decode_file, the cleaned folder), where Pillow would refuse them. A JPEG declaring 200 million pixels
+    (its data is for 16x16) decodes at its 1/8 draft scale, in about 25 MB."""
+    data = bytearray(encode("JPEG", size=(16, 16)))
+    frame = data.index(b"\xff\xc0")
+    data[frame + 5 : frame + 9] = struct.pack(">HH", 10_000, 20_000)  # height, width
+    big = tmp_path / "big.jpg"
+    big.write_bytes(bytes(data))
+    assert images.decode_file(big, (8, 8)).shape == (8, 8, 3)
+    assert Image.MAX_IMAGE_PIXELS == images.MAX_PIXELS
+    with pytest.raises(Image.DecompressionBombError):  # a file from elsewhere (catsdogs predict): Pillow's limit
+        images.decode(bytes(data), (8, 8))

@@ -239,3 +239,17 @@ def test_a_stage_validates_the_whole_file_before_its_view(tmp_path: Path):
     data["filter"].update(workers=0)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
     assert params.for_stage("evaluate", ("data.batch_size",), tmp_path / "params.yaml").data.batch_size == 128
+
+
+def test_synthetic_rates_the_generator_cannot_meet_are_one_line():
+    message = error_for(lambda d: d["download"]["synthetic"].update(images_per_class=10, pathology_rate=0.0,
+                                                                    duplicate_rate=0.45, flipped_rate=0.1))
+    assert message == ("params.yaml: download.synthetic: duplicate_rate 0.45 asks for 9 duplicates of the 20 images, "
+                       "each with a good original of its class besides; 18 are left by the other rates, room for 8: "
+                       "lower the rates")
+
+
+def test_a_synthetic_side_too_large_to_draw_is_one_line():
+    message = error_for(lambda d: d["download"]["synthetic"].update(side_range=[96, 16000]))
+    assert message == ("params.yaml: download.synthetic: side_range must stay within 4096 pixels per side, "
+                       "got [96, 16000]")

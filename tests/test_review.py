@@ -7,16 +7,18 @@ import csv
 import io
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from catsdogs import tables
 from catsdogs.commands import review
 from catsdogs.data import exclusions, splits, synthetic
 from catsdogs.errors import UserError
-from conftest import TINY_DATA, TINY_TRAINING, dvc, run, set_params
+from conftest import TINY_DATA, TINY_TRAINING, committed_params, dvc, run, set_params
 
 FAULTY = {"flipped_rate": 0.05, "non_pet_rate": 0.05, "duplicate_rate": 0.08}
 
@@ -149,8 +151,11 @@ def test_review_command_on_a_tiny_pipeline(repo):
                                            duplicate_rate=0.1)
     set_params(repo, params | TINY_TRAINING)
     dvc("repro", cwd=repo)
+    run("git", "checkout", "params.yaml", cwd=repo)  # as after the demo: the full-size params, 180x180
     result = run(sys.executable, "-m", "catsdogs.commands.cli", "review", "--epochs", "1", cwd=repo)
     assert "candidates in review/candidates.csv" in result.stdout
+    assert "with the params models/model.keras was trained with (dvc.lock): 32x32 images, 2 epochs" in result.stderr
+    set_params(repo, params | TINY_TRAINING)
     sheet = Image.open(repo / "review" / review.CONTACT_SHEET)
     assert sheet.format == "PNG" and sheet.width > 500
     summary = json.loads((repo / "review" / review.SUMMARY_FILE).read_text())
@@ -172,3 +177,75 @@ def test_review_command_on_a_tiny_pipeline(repo):
     dvc("repro", cwd=repo)
     summary = json.loads((repo / "metrics/filter.json").read_text())
     assert summary["dropped_per_reason"]["excluded"] == len(found)
+
+
+def test_bit_count_is_numpy_1_and_2_alike():
+    """np.bitwise_count needs numpy 2, and pyproject allows 1.26."""
+    values = np.random.default_rng(0).integers(0, 2**63, 200, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    values = np.concatenate([values, np.asarray([0, 2**64 - 1], dtype=np.uint64)])
+    assert review.bit_count(values).tolist() == [bin(int(v)).count("1") for v in values]
+    block = values[:7, None] ^ values[None, :]
+    assert review.bit_count(block).tolist() == [[bin(int(v)).count("1") for v in row] for row in block]
+
+
+@pytest.fixture
+def trained(tmp_path, monkeypatch):
+    """A workspace after the demo and `git checkout params.yaml`: the committed params (180x180), and dvc.lock
+    recording the demo's train params for the model it wrote."""
+    import hashlib
+
+    from conftest import COMMITTED_PARAMS_TEXT
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(COMMITTED_PARAMS_TEXT)
+    model = tmp_path / "models" / "model.keras"
+    model.parent.mkdir()
+    model.write_bytes(b"a model")
+    recorded = {"epochs": 15, "seed": 1337, "data": {**committed_params()["data"], "image_size": [64, 64]},
+                "model.entry_width": 16}
+    lock = {"schema": "2.0", "stages": {"train": {
+        "cmd": "python -m catsdogs.stages.train", "params": {"params.yaml": recorded},
+        "outs": [{"path": "models/model.keras", "hash": "md5", "md5": hashlib.md5(b"a model").hexdigest(),
+                  "size": 7}]}}}
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    return Path("models/model.keras")
+
+
+def test_the_review_uses_the_params_the_model_was_trained_with(trained):
+    """Issue 17: after `git checkout params.yaml` the review cross-validated the full model at 180x180 and fed
+    images of that size to the demo's model. dvc.lock records what the train stage ran with."""
+    p = review.trained_params(trained)
+    assert p.data.image_size == [64, 64] and p.epochs == 15 and p.model.entry_width == 16
+    assert p.model.block_widths == committed_params()["model"]["block_widths"]  # not recorded: params.yaml's
+
+
+def test_a_model_without_a_record_of_its_params_is_refused_at_once(trained, tmp_path):
+    trained.write_bytes(b"another model")
+    with pytest.raises(UserError) as info:
+        review.trained_params(trained)
+    assert str(info.value) == ("models/model.keras: not the model dvc.lock records for the train stage: run "
+                               "`dvc checkout` (or `dvc repro`) first")
+    other = tmp_path / "other.keras"
+    other.write_bytes(b"a model")
+    with pytest.raises(UserError) as info:
+        review.trained_params(Path("other.keras"))
+    assert str(info.value) == ("other.keras: no stage in dvc.lock wrote it, so the params it was trained with are "
+                               "unknown: review the pipeline's model")
+    (tmp_path / "dvc.lock").unlink()
+    with pytest.raises(UserError) as info:
+        review.trained_params(trained)
+    assert str(info.value) == ("models/model.keras: no record of the params it was trained with (dvc.lock not found "
+                               "or unreadable): train it with `dvc repro` first")
+
+
+def test_docs_state_the_reviews_defaults():
+    """docs/review.md's figures are review.py's constants."""
+    from conftest import ROOT
+
+    text = (ROOT / "docs" / "review.md").read_text()
+    assert f"`--folds {review.FOLDS}`" in text
+    assert f"`imagehash.phash` ({review.HASH_BITS} bits) within {review.MAX_DISTANCE} bits" in text
+    assert f"the top {review.SHEET_PER_KIND} of each kind" in text
+    assert f"mean distance to the {review.OOD_NEIGHBOURS} nearest neighbours" in text
+    assert f"Q3 + {1 / review.OOD_THRESHOLD - 1:.1f} IQR" in text
+    assert f"`{review.OUT}/` (not in git)" in text

@@ -41,6 +41,12 @@ class ParamsError(UserError):
 
 
 SYNTHETIC_MIN_SIDE = 16  # pixels: the smallest side the synthetic figures are still drawn recognisably at
+SYNTHETIC_MAX_SIDE = 4096  # pixels: each image is drawn in memory, in float32 (about 200 MB at this side)
+
+
+def synthetic_count(rate: float, images_per_class: int) -> int:
+    """How many of the synthetic archive's 2 * images_per_class images a rate stands for (rounded)."""
+    return int(rate * 2 * images_per_class + 0.5)
 
 
 def check_synthetic(images_per_class, side_range, pathology_rate, seed, flipped_rate=0.0, non_pet_rate=0.0,
@@ -59,6 +65,8 @@ def check_synthetic(images_per_class, side_range, pathology_rate, seed, flipped_
         raise ValueError(f"side_range must be [smallest, largest] side, got {list(side_range)}")
     if low < SYNTHETIC_MIN_SIDE:
         raise ValueError(f"side_range must allow at least {SYNTHETIC_MIN_SIDE} pixels per side, got {list(side_range)}")
+    if high > SYNTHETIC_MAX_SIDE:
+        raise ValueError(f"side_range must stay within {SYNTHETIC_MAX_SIDE} pixels per side, got {list(side_range)}")
     if isinstance(pathology_rate, bool) or not isinstance(pathology_rate, (int, float)) or not 0 <= pathology_rate < 1:
         raise ValueError(f"pathology_rate must be a number in [0, 1), got {pathology_rate!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -67,10 +75,18 @@ def check_synthetic(images_per_class, side_range, pathology_rate, seed, flipped_
     for name, rate in rates.items():
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 0.5:
             raise ValueError(f"{name} must be a number in [0, 0.5), got {rate!r}")
-    # every fault takes a good image of its own, and each duplicate a good original besides
-    if pathology_rate + flipped_rate + non_pet_rate + 2 * duplicate_rate > 1:
-        raise ValueError("pathology_rate + flipped_rate + non_pet_rate + 2 * duplicate_rate must be at most 1, "
-                         f"got {pathology_rate + flipped_rate + non_pet_rate + 2 * duplicate_rate:g}")
+    # Every fault takes a good image of its own, and each duplicate a good original of its class besides: with
+    # G good images left for D duplicates, D pairs of one class fit whatever the classes' shares when 2D < G.
+    total = 2 * images_per_class
+    taken = sum(synthetic_count(rate, images_per_class) for rate in (pathology_rate, flipped_rate, non_pet_rate))
+    duplicates = synthetic_count(duplicate_rate, images_per_class)
+    if taken > total:
+        raise ValueError(f"pathology_rate, flipped_rate and non_pet_rate take {taken} of the {total} images: "
+                         "lower them")
+    if duplicates and 2 * duplicates >= total - taken:
+        raise ValueError(f"duplicate_rate {duplicate_rate:g} asks for {duplicates} duplicates of the {total} images, "
+                         f"each with a good original of its class besides; {total - taken} are left by the other "
+                         f"rates, room for {max(0, (total - taken - 1) // 2)}: lower the rates")
     return low, high
 
 

@@ -5,17 +5,46 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
-from catsdogs.commands import experiments
+from catsdogs import tables
+from catsdogs.commands import experiments, review
 from catsdogs.entry import run_main
+from catsdogs.errors import UserError
+
+PIPELINE = "dvc.yaml"
+# review's inputs and where each is by default: (stage, the option of its command in dvc.yaml; "data": its first
+# argument). The CLI's option is the same name.
+REVIEW_INPUTS = {"data": ("train", "data"), "split": ("train", "--split"), "classes": ("train", "--classes"),
+                 "predictions": ("evaluate", "--predictions"), "model": ("train", "--model"),
+                 "image_cache": ("train", "--image-cache")}
+
+
+def pipeline_path(given: str | None, stage: str, option: str) -> str:
+    """`given`, or by default the path dvc.yaml's command of `stage` passes as `option` ("data": its first
+    argument): the pipeline's own paths, written once, there."""
+    if given is not None:
+        return given
+    import yaml
+
+    flag = "--data" if option == "data" else option
+    try:
+        words = shlex.split(yaml.safe_load(Path(PIPELINE).read_text(encoding="utf-8"))["stages"][stage]["cmd"])[3:]
+        return words[0] if option == "data" else words[words.index(option) + 1]
+    except FileNotFoundError:
+        raise UserError(f"{flag}: no default without {PIPELINE} here (run from the repository root, or pass "
+                        f"{flag})") from None
+    except (yaml.YAMLError, KeyError, TypeError, ValueError, IndexError):
+        raise UserError(f"{PIPELINE}: the {stage} stage's command gives no {option} to take {flag}'s default "
+                        f"from: pass {flag}") from None
 
 
 def _predict(args) -> int:
     from catsdogs.serving.predict import predict
 
-    results = predict(args.paths, args.model, args.classes)
+    results = predict(args.paths, pipeline_path(args.model, "train", "--model"), args.classes)
     failed = [r for r in results if r.error]
     if args.json:
         print(json.dumps([r.as_dict() for r in results], indent=2))
@@ -34,31 +63,40 @@ def _demo(args) -> int:
 
 
 def _review(args) -> int:
-    from pathlib import Path
-
-    from catsdogs.commands import review
-
+    accepting = args.accept or args.accept_top is not None
+    if args.kind and args.accept_top is None:
+        raise UserError(f"--kind {' '.join(args.kind)}: only with --accept-top K (it picks the kinds whose first K "
+                        "candidates to accept)")
+    if args.accept_top is not None and args.accept_top < 1:
+        raise UserError(f"--accept-top {args.accept_top}: accept the first K candidates of each kind, K at least 1")
+    reviewing = {"--folds": args.folds, "--epochs": args.epochs, "--max-distance": args.max_distance}
+    ignored = [flag for flag, value in reviewing.items() if value is not None]
+    if accepting and ignored:
+        raise UserError(f"{ignored[0]}: an option of the review itself, not of accepting its candidates: run them "
+                        "one after the other")
     out = Path(args.out)
-    if args.accept or args.accept_top is not None:
-        added, already = review.accept(out / review.CANDIDATES_FILE, Path(args.exclude), args.accept,
-                                       args.accept_top, args.kind)
+    exclude = Path(pipeline_path(args.exclude, "filter", "--exclude"))
+    if accepting:
+        added, already = review.accept(out / review.CANDIDATES_FILE, exclude, args.accept, args.accept_top,
+                                       args.kind)
         for entry in added:
             print(f"excluded {entry.member}: {entry.reason}")
         if already:
-            print(f"{len(already)} already listed in {args.exclude}")
-        print(f"{len(added)} added to {args.exclude}: review it (git diff), then `dvc repro` and "
-              "`dvc metrics diff`")
+            print(f"{len(already)} already listed in {exclude}")
+        print(f"{len(added)} added to {exclude}: review it (git diff), then `dvc repro` and `dvc metrics diff`")
         return 0
-    summary = review.run(Path(args.data), Path(args.split), Path(args.classes), Path(args.predictions),
-                         Path(args.model), out,
-                         Path(args.image_cache), args.folds, args.epochs, args.max_distance)
-    print(f"{summary['label_candidates']} label, {summary['non_pet_candidates']} non_pet and "
-          f"{summary['duplicate_candidates']} duplicate candidates in {out / review.CANDIDATES_FILE}; "
-          f"look at {out / review.CONTACT_SHEET}, then accept with `catsdogs review --accept MEMBER ...`")
+    inputs = {name: Path(pipeline_path(getattr(args, name), *where)) for name, where in REVIEW_INPUTS.items()}
+    summary = review.run(inputs["data"], inputs["split"], inputs["classes"], inputs["predictions"], inputs["model"],
+                         out, inputs["image_cache"], args.folds, args.epochs, args.max_distance)
+    counts = ", ".join(f"{summary[f'{kind}_candidates']} {kind}" for kind in tables.CANDIDATE_KINDS)
+    print(f"{counts} candidates in {out / review.CANDIDATES_FILE}; look at {out / review.CONTACT_SHEET}, then "
+          "accept with `catsdogs review --accept MEMBER ...`")
     return 0
 
 
 def _best(args) -> int:
+    if args.top < 1:
+        raise UserError(f"--top {args.top}: how many experiments to print, at least 1")
     return experiments.best(Path.cwd(), args.metric, args.lower, args.top, apply=args.apply, branch=args.branch)
 
 
@@ -69,8 +107,8 @@ def main(argv=None) -> None:
 
     predict = commands.add_parser("predict", help='"This image is 94.30%% cat and 5.70%% dog." for each image')
     predict.add_argument("paths", nargs="+", help="image files or folders")
-    predict.add_argument("--model", default="models/model.keras",
-                         help="a .keras file, a SavedModel folder or an .onnx file (models/export/ holds all three)")
+    predict.add_argument("--model", help="a .keras file, a SavedModel folder or an .onnx file (models/export/ holds "
+                         "all three; default: the train stage's --model in dvc.yaml)")
     predict.add_argument("--classes", help="class names (default: metadata.json beside the model, else classes.json)")
     predict.add_argument("--json", action="store_true", help="machine-readable output")
     predict.set_defaults(func=_predict)
@@ -80,26 +118,25 @@ def main(argv=None) -> None:
     demo.add_argument("dvc_args", nargs=argparse.REMAINDER, help="more `dvc exp run` arguments, after --")
     demo.set_defaults(func=_demo)
 
-    review = commands.add_parser("review", help="find likely label errors, non-pet images and train/validation "
-                                 "near-duplicates; accept them into the exclusion list")
-    review.add_argument("--accept", nargs="+", default=[], metavar="MEMBER",
-                        help="append these candidates (PetImages/Cat/1.jpg) to the exclusion list")
-    review.add_argument("--accept-top", type=int, metavar="K", help="append the first K candidates of each kind")
-    review.add_argument("--kind", nargs="+", choices=["label", "non_pet", "duplicate"],
-                        help="with --accept-top: only these kinds")
-    review.add_argument("--exclude", default="data/exclude.csv", help="the exclusion list (the filter's)")
-    review.add_argument("--out", default="review", help="where the report goes")
-    review.add_argument("--folds", type=int, help="cross-validation folds for the training subset (default: 2)")
-    review.add_argument("--epochs", type=int, help="epochs of each fold's model (default: `epochs`)")
-    review.add_argument("--max-distance", type=int,
-                        help="pHash bits (of 64) within which two images are near-duplicates (default: 6)")
-    review.add_argument("--data", default="data/clean/PetImages")
-    review.add_argument("--split", default="models/split.csv")
-    review.add_argument("--classes", default="models/classes.json")
-    review.add_argument("--model", default="models/model.keras", help="the trained model (its features)")
-    review.add_argument("--predictions", default="metrics/predictions.csv")
-    review.add_argument("--image-cache", default=".cache/images")
-    review.set_defaults(func=_review)
+    reviewer = commands.add_parser("review", help="find likely label errors, non-pet images and train/validation "
+                                   "near-duplicates; accept them into the exclusion list")
+    reviewer.add_argument("--accept", nargs="+", default=[], metavar="MEMBER",
+                          help="append these candidates (PetImages/Cat/1.jpg) to the exclusion list")
+    reviewer.add_argument("--accept-top", type=int, metavar="K", help="append the first K candidates of each kind")
+    reviewer.add_argument("--kind", nargs="+", choices=tables.CANDIDATE_KINDS,
+                          help="with --accept-top: only these kinds")
+    reviewer.add_argument("--exclude", help="the exclusion list (default: the filter stage's --exclude in dvc.yaml)")
+    reviewer.add_argument("--out", default=review.OUT, help="where the report goes (default: %(default)s)")
+    reviewer.add_argument("--folds", type=int,
+                          help=f"cross-validation folds for the training subset (default: {review.FOLDS})")
+    reviewer.add_argument("--epochs", type=int,
+                          help="epochs of each fold's model (default: the `epochs` the model was trained with)")
+    reviewer.add_argument("--max-distance", type=int, help=f"pHash bits (of {review.HASH_BITS}) within which two "
+                          f"images are near-duplicates (default: {review.MAX_DISTANCE})")
+    for name, (stage, option) in REVIEW_INPUTS.items():
+        shown = "first argument" if option == "data" else option
+        reviewer.add_argument("--" + name.replace("_", "-"), help=f"default: the {stage} stage's {shown} in dvc.yaml")
+    reviewer.set_defaults(func=_review)
 
 
     best = commands.add_parser("best", help="rank the experiments by a metric; apply or branch the best")

@@ -7,6 +7,7 @@ without the metric, are listed as such.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import subprocess
@@ -70,14 +71,27 @@ def show(repo: Path) -> list[Experiment]:
 def resolve(experiments: list[Experiment], metric: str) -> str:
     """The metric's full name, "path:key": as given, or the one file's that has a key of that name."""
     known = sorted({name for exp in experiments for name in exp.metrics})
-    if metric in known or ":" in metric:
+    if metric in known or (":" in metric and not known):
         return metric
     matches = [name for name in known if name.split(":", 1)[1] == metric]
     if len(matches) == 1:
         return matches[0]
     if matches:
         raise UserError(f"metric {metric!r} is in several files: choose one of {', '.join(matches)}")
-    raise UserError(f"no experiment has a metric {metric!r}; they have: {', '.join(known) or 'none'}")
+    if not known:
+        raise UserError(f"no experiment has a metric {metric!r}; they have none")
+    raise UserError(f"no experiment has a metric {metric!r}: did you mean {nearest(metric, known)}? "
+                    f"({len(known)} metrics in all: `dvc exp show` lists them)")
+
+
+def nearest(metric: str, known: list[str]) -> str:
+    """The known metric `metric` most likely means: one whose key ends with it ("val_acc": the run's final value
+    before its best epoch's, as the model kept is the final one), else the closest by difflib."""
+    key = metric.rsplit(":", 1)[-1]
+    ending = [name for name in known if name.endswith("." + key) or name.endswith(":" + key)]
+    if ending:
+        return min(ending, key=lambda name: (not name.split(":", 1)[1].startswith("final."), name))
+    return difflib.get_close_matches(metric, known, n=1, cutoff=0)[0]
 
 
 def lower_is_better(metric: str) -> bool:

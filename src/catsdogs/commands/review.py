@@ -27,18 +27,23 @@ from __future__ import annotations
 import csv
 import datetime
 import getpass
+import hashlib
 import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from catsdogs import atomic, classes, params, tables
-from catsdogs.data import archive, exclusions, imagecache, splits
+from catsdogs import atomic, classes, tables
+from catsdogs.data import archive, exclusions, splits
 from catsdogs.errors import UserError
+
+if TYPE_CHECKING:  # imported where used: `catsdogs predict` loads this module for the defaults alone
+    from catsdogs import params
 
 log = logging.getLogger("review")
 
@@ -48,8 +53,13 @@ SUMMARY_FILE = "summary.json"
 OOD_THRESHOLD = 0.37037  # cleanlab Datalab's default for features: an outlier's kNN distance > Q3 + (1/t - 1) IQR
 OOD_NEIGHBOURS = 30  # more than a few: pictures with no pet look alike, and must not be each other's only neighbours
 MAX_DISTANCE = 6  # phash bits (of 64) within which two images count as near-duplicates
+HASH_BITS = 64  # imagehash.phash's default hash size (8 x 8)
 FOLDS = 2  # cross-validation folds for the training subset
 SHEET_PER_KIND = 12  # candidates of each kind shown on the contact sheet
+OUT = "review"  # the report's folder (not in git)
+LOCK = "dvc.lock"  # DVC's record of each stage's params and outputs: the params the model was trained with
+LABEL, NON_PET, DUPLICATE = tables.CANDIDATE_KINDS
+TRAIN, VALIDATION = tables.SUBSETS
 
 
 @dataclass
@@ -83,8 +93,10 @@ def read_inputs(directory: Path, split_file: Path, classes_file: Path, predictio
     if sorted(score) != sorted(val_paths):
         raise UserError(f"{predictions_file} does not list exactly the validation images of {split_file}: "
                         "run `dvc repro` first")
-    p1 = np.asarray([score[p] for p in val_paths])
-    return Inputs(data, np.stack([1 - p1, p1], axis=1))
+    positive = np.asarray([score[p] for p in val_paths])  # the score is the positive class's probability
+    val_probs = np.empty((len(val_paths), 2))
+    val_probs[:, classes.POSITIVE], val_probs[:, 1 - classes.POSITIVE] = positive, 1 - positive
+    return Inputs(data, val_probs)
 
 
 def cross_validated(array: np.ndarray, data: splits.Split, p: params.Params, folds: int, epochs: int,
@@ -173,12 +185,21 @@ def perceptual_hashes(directory: Path, paths: list[str]) -> np.ndarray:
         return np.asarray(list(pool.map(phash, paths)), dtype=np.uint64)
 
 
+_SET_BITS = np.asarray([bin(byte).count("1") for byte in range(256)], dtype=np.uint8)
+
+
+def bit_count(values: np.ndarray) -> np.ndarray:
+    """The set bits of each uint64, by byte (np.bitwise_count needs numpy 2; pyproject allows 1.26)."""
+    as_bytes = np.ascontiguousarray(values, dtype=np.uint64)[..., None].view(np.uint8)
+    return _SET_BITS[as_bytes].sum(axis=-1, dtype=np.int64)
+
+
 def near_pairs(hashes: np.ndarray, max_distance: int, chunk: int = 512):
     """(i, j, distance) for every i < j whose hashes differ in at most `max_distance` bits."""
     found = []
     for start in range(0, len(hashes), chunk):
         block = hashes[start : start + chunk, None] ^ hashes[None, :]
-        distance = np.bitwise_count(block)
+        distance = bit_count(block)
         i, j = np.nonzero(distance <= max_distance)
         keep = j > i + start
         found += zip((i[keep] + start).tolist(), j[keep].tolist(), distance[i[keep], j[keep]].tolist())
@@ -208,9 +229,9 @@ def find(directory: Path, inputs: Inputs, train_probs: np.ndarray, features: np.
     data = inputs.data
     names = data.class_names
     rows: dict[str, list[dict]] = {kind: [] for kind in tables.CANDIDATE_KINDS}
-    summary: dict = {"images": len(data.paths), "train": len(data.train), "validation": len(data.val)}
+    summary: dict = {"images": len(data.paths), TRAIN: len(data.train), VALIDATION: len(data.val)}
     ood, atypical = outliers(features)
-    for subset, indices, probs in (("train", data.train, train_probs), ("validation", data.val, inputs.val_probs)):
+    for subset, indices, probs in ((TRAIN, data.train, train_probs), (VALIDATION, data.val, inputs.val_probs)):
         labels = data.labels[indices]
         issues, quality = label_issues(labels, probs)
         summary[f"{subset}_accuracy"] = round(float(np.mean(probs.argmax(axis=1) == labels)), 4)
@@ -219,37 +240,38 @@ def find(directory: Path, inputs: Inputs, train_probs: np.ndarray, features: np.
                    "predicted": names[int(probs[n].argmax())], "probability": f"{probs[n].max():.4f}",
                    "partner": "", "partner_subset": "", "distance": ""}
             if atypical[i]:  # first: a picture with no pet has no right label either
-                rows["non_pet"].append(row | {"kind": "non_pet", "score": f"{ood[i]:.6g}"})
+                rows[NON_PET].append(row | {"kind": NON_PET, "score": f"{ood[i]:.6g}"})
             elif issues[n]:
-                rows["label"].append(row | {"kind": "label", "score": f"{quality[n]:.4f}"})
+                rows[LABEL].append(row | {"kind": LABEL, "score": f"{quality[n]:.4f}"})
 
     pairs = near_pairs(hashes, max_distance)
     group = groups(len(data.paths), pairs)
     subset_of = np.empty(len(data.paths), dtype=object)
-    subset_of[data.train], subset_of[data.val] = "train", "validation"
+    subset_of[data.train], subset_of[data.val] = TRAIN, VALIDATION
     nearest: dict[int, tuple[int, int]] = {}  # validation image -> (distance, nearest training image)
     for i, j, distance in pairs:
         for a, b in ((i, j), (j, i)):
-            if subset_of[a] == "validation" and subset_of[b] == "train" and (distance, b) < nearest.get(a, (65, 0)):
+            closer = (distance, b) < nearest.get(a, (HASH_BITS + 1, 0))
+            if subset_of[a] == VALIDATION and subset_of[b] == TRAIN and closer:
                 nearest[a] = (distance, b)
-    spanning = {g for g in np.unique(group) if {"train", "validation"} <= set(subset_of[group == g])}
+    spanning = {g for g in np.unique(group) if set(tables.SUBSETS) <= set(subset_of[group == g])}
     val_label = dict(zip(data.val.tolist(), inputs.val_probs))
     for a, (distance, b) in nearest.items():
         if group[a] in spanning:
             probs = val_label[a]
-            rows["duplicate"].append({
-                "kind": "duplicate", "member": member(data.paths[a]), "subset": "validation",
+            rows[DUPLICATE].append({
+                "kind": DUPLICATE, "member": member(data.paths[a]), "subset": VALIDATION,
                 "label": names[data.labels[a]], "predicted": names[int(probs.argmax())],
                 "probability": f"{probs.max():.4f}", "score": str(distance), "partner": member(data.paths[b]),
-                "partner_subset": "train", "distance": str(distance)})
+                "partner_subset": TRAIN, "distance": str(distance)})
     summary["near_duplicate_pairs"] = len(pairs)
     summary["near_duplicate_groups"] = int(sum(np.bincount(group) > 1))
     summary["groups_spanning_subsets"] = len(spanning)
 
     ranked = []
-    for kind, key in (("label", lambda r: (float(r["score"]), r["member"])),
-                      ("non_pet", lambda r: (float(r["score"]), r["member"])),
-                      ("duplicate", lambda r: (int(r["distance"]), r["member"]))):
+    for kind, key in ((LABEL, lambda r: (float(r["score"]), r["member"])),
+                      (NON_PET, lambda r: (float(r["score"]), r["member"])),
+                      (DUPLICATE, lambda r: (int(r["distance"]), r["member"]))):
         for rank, row in enumerate(sorted(rows[kind], key=key), start=1):
             ranked.append(row | {"rank": rank})
         summary[f"{kind}_candidates"] = len(rows[kind])
@@ -270,7 +292,7 @@ def contact_sheet(rows: list[dict], directory: Path, path: Path, per_kind: int =
         top = [r for r in rows if r["kind"] == kind][:per_kind]
         kind_cells = []
         for r in top:
-            if kind == "duplicate":
+            if kind == DUPLICATE:
                 kind_cells += [(r["member"], f"#{r['rank']} val {_short(r['member'])}\n{r['label']}, "
                                              f"{r['distance']} bits from"),
                                (r["partner"], f"train {_short(r['partner'])}")]
@@ -289,7 +311,7 @@ def contact_sheet(rows: list[dict], directory: Path, path: Path, per_kind: int =
             with Image.open(directory / _short(name)) as image:
                 ax.imshow(np.asarray(image.convert("RGB")))
         ax.set_title(title, fontsize=8)
-    fig.suptitle("catsdogs review: top candidates per kind (label, non_pet, duplicate)")
+    fig.suptitle(f"catsdogs review: top candidates per kind ({', '.join(tables.CANDIDATE_KINDS)})")
     figures.save(fig, path)
 
 
@@ -297,22 +319,76 @@ def _short(name: str) -> str:
     return name.split("/", 1)[1]
 
 
+def trained_params(model_file: Path, lock: Path = Path(LOCK)) -> params.Params:
+    """The params `model_file` was trained with: params.yaml with the values dvc.lock records for the stage that
+    wrote it (the train stage) put over it. The workspace's own may be others (`git checkout params.yaml` after
+    the demo): cross-validating with them would train another model, at another image size."""
+    from catsdogs import params
+
+    try:
+        stages = params.read_yaml(lock)["stages"]
+    except params.ParamsError:
+        raise UserError(f"{model_file}: no record of the params it was trained with ({lock} not found or unreadable): "
+                        "train it with `dvc repro` first") from None
+    except (KeyError, TypeError):
+        raise UserError(f"{lock}: not a DVC lock file (no stages)") from None
+    name = Path(os.path.relpath(model_file)).as_posix()
+    for stage, record in (stages or {}).items():
+        out = next((o for o in record.get("outs") or [] if o.get("path") == name), None)
+        if out is not None:
+            break
+    else:
+        raise UserError(f"{model_file}: no stage in {lock} wrote it, so the params it was trained with are unknown: "
+                        "review the pipeline's model")
+    digest = hashlib.md5(usedforsecurity=False)  # what DVC records
+    with open(model_file, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    if out.get("md5") != digest.hexdigest():
+        raise UserError(f"{model_file}: not the model {lock} records for the {stage} stage: run `dvc checkout` "
+                        "(or `dvc repro`) first")
+    raw = params.read_yaml(params.PARAMS_FILE)
+    for key, value in ((record.get("params") or {}).get(params.PARAMS_FILE) or {}).items():
+        *sections, leaf = key.split(".")  # a section ("data") or one key of it ("data.image_size")
+        node = raw
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[leaf] = value
+    return params.parse(raw, f"{params.PARAMS_FILE} with {lock}'s {stage} params")
+
+
+def check_options(folds: int, epochs: int | None, max_distance: int) -> None:
+    """The review's options, checked before any work."""
+    if folds < 2:
+        raise UserError(f"--folds {folds}: cross-validation needs at least 2 folds")
+    if epochs is not None and epochs < 1:
+        raise UserError(f"--epochs {epochs}: each fold's model needs at least 1 epoch")
+    if not 0 <= max_distance <= HASH_BITS:
+        raise UserError(f"--max-distance {max_distance}: a number of pHash bits, 0 to {HASH_BITS}")
+
+
 def run(directory: Path, split_file: Path, classes_file: Path, predictions_file: Path, model_file: Path, out: Path,
         image_cache: Path, folds: int | None = None, epochs: int | None = None,
         max_distance: int | None = None) -> dict:
     """The whole review: writes out/candidates.csv, out/contact_sheet.png, out/summary.json."""
     from catsdogs import backend
+    from catsdogs.data import imagecache
 
-    p = params.load()
+    folds = FOLDS if folds is None else folds
+    max_distance = MAX_DISTANCE if max_distance is None else max_distance
+    check_options(folds, epochs, max_distance)
     for package, name in (("cleanlab", "cleanlab"), ("imagehash", "ImageHash")):
         try:
             __import__(package)
         except ImportError:
             raise UserError(f"{name} is not installed: pip install -e '.[review]' (see README)") from None
-    folds = FOLDS if folds is None else folds
-    max_distance = MAX_DISTANCE if max_distance is None else max_distance
-    if folds < 2:
-        raise UserError(f"--folds {folds}: cross-validation needs at least 2 folds")
+    if not model_file.is_file():
+        raise UserError(f"{model_file}: model not found (run `dvc repro` first)")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: not a folder, and the report is one: pass another --out")
+    p = trained_params(model_file)
+    log.info("with the params %s was trained with (%s): %dx%d images, %d epochs", model_file, LOCK,
+             *p.data.image_size, p.epochs)
     epochs = epochs or p.epochs
     timings = {}
     start = time.perf_counter()
@@ -366,8 +442,8 @@ def read_candidates(path: Path) -> list[dict]:
 
 def reason(row: dict) -> str:
     """The exclusion list's reason for an accepted candidate: its kind and the evidence."""
-    if row["kind"] == "duplicate":
-        return f"duplicate: near-duplicate of {row['partner']} ({row['partner_subset']}, {row['distance']} bits)"
+    if row["kind"] == DUPLICATE:
+        return f"{DUPLICATE}: near-duplicate of {row['partner']} ({row['partner_subset']}, {row['distance']} bits)"
     return f"{row['kind']}: filed as {row['label']}, p({row['predicted']})={row['probability']}"
 
 

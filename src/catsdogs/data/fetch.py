@@ -22,11 +22,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from catsdogs.atomic import atomic_path
-from catsdogs.errors import UserError
+from catsdogs.errors import UserError, first_line
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
+MAX_WAIT = 60.0  # seconds: the longest wait between attempts (download.retries: 20 would otherwise wait six days)
 ALLOWED = "http://, https://, file:// or a local path"
 
 # What the network can throw at a read: socket errors and timeouts are OSError (URLError included),
@@ -60,7 +61,7 @@ def fetch(
     on any failure an existing `dest` is left as it was.
     """
     dest = Path(dest)
-    parts = urllib.parse.urlsplit(url)
+    parts = _split(url)
     scheme = parts.scheme.lower()
     if scheme in ("http", "https"):
         return _fetch_http(url, dest, size, sha256, timeout, retries, Path(partial_dir), progress, backoff)
@@ -75,6 +76,22 @@ def fetch(
     return _copy_local(source, dest, size, sha256, progress)
 
 
+def _split(url: str) -> urllib.parse.SplitResult:
+    """`url` taken apart, or one DownloadError saying what is wrong with it: a malformed URL is the user's to
+    fix, not a network failure to retry (urllib would report a missing host or a space as one)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - ValueError for a port that is not a number from 0 to 65535
+    except ValueError as exc:
+        raise DownloadError(f"{url}: not a valid URL ({first_line(exc)}); use {ALLOWED}") from None
+    if parts.scheme.lower() in ("http", "https"):
+        if any(c.isspace() or not c.isprintable() for c in url):
+            raise DownloadError(f"{url!r}: a URL cannot hold spaces or control characters (write a space as %20)")
+        if not parts.hostname:
+            raise DownloadError(f"{url}: no host name in the URL; use {ALLOWED}")
+    return parts
+
+
 def _fetch_http(url, dest, size, sha256, timeout, retries, partial_dir, progress, backoff) -> str:
     partial_dir.mkdir(parents=True, exist_ok=True)
     part = partial_dir / (dest.name + ".part")
@@ -86,7 +103,7 @@ def _fetch_http(url, dest, size, sha256, timeout, retries, partial_dir, progress
         except _Transient as exc:
             if attempt == retries:
                 raise DownloadError(f"{url}: failed after {attempts} attempts; last error: {exc}") from None
-            delay = backoff * 2**attempt
+            delay = min(backoff * 2**attempt, MAX_WAIT)
             log.info("retry %d/%d after error: %s (waiting %.1f s)", attempt + 1, retries, exc, delay)
             time.sleep(delay)
 
@@ -175,6 +192,8 @@ def _request(url: str, offset: int, timeout: float):
 
 
 def _copy_local(source: Path, dest: Path, size: int | None, sha256: str | None, progress: bool) -> str:
+    if source.is_dir():
+        raise DownloadError(f"{source}: a folder, not the archive (download.url names the .zip file itself)")
     if not source.is_file():
         raise DownloadError(f"{source}: no such file")
     hasher = hashlib.sha256()

@@ -7,14 +7,18 @@ training as a 3-channel image". The indexer lists files in the order and with th
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import threading
 import warnings
 from pathlib import Path
 
 import numpy as np
 import PIL
 from PIL import Image, UnidentifiedImageError
+
+from catsdogs.errors import UserError, first_line
 
 # Keras' allow-list (keras.src.utils.image_dataset_utils.ALLOWLIST_FORMATS).
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
@@ -32,6 +36,40 @@ REASONS = {
 
 # Larger images are dropped as decompression bombs: Pillow's own limit, unless filter.max_pixels sets another.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+_LIMIT = threading.Lock()
+_lifted = 0  # decode_file() calls in progress, in threads, with Pillow's limit lifted
+_saved_limit = MAX_PIXELS
+
+
+@contextlib.contextmanager
+def pixel_limit(max_pixels: int):
+    """Pillow's bomb limit set to `max_pixels` while opening: it is one global
+    (Image.MAX_IMAGE_PIXELS), and Image.open refuses above twice it before any other check, so
+    filter.max_pixels could not raise it."""
+    with _LIMIT:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_pixels
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+@contextlib.contextmanager
+def _checked_already():
+    """Pillow's limit lifted while files of the cleaned folder decode, in as many threads as decode at once:
+    the filter checked each against filter.max_pixels, which may be above Pillow's limit."""
+    global _lifted, _saved_limit
+    with _LIMIT:
+        _lifted += 1
+        if _lifted == 1:
+            _saved_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        yield
+    finally:
+        with _LIMIT:
+            _lifted -= 1
+            if _lifted == 0:
+                Image.MAX_IMAGE_PIXELS = _saved_limit
 
 
 def max_file_bytes(max_pixels: int) -> int:
@@ -89,7 +127,7 @@ def check(data: bytes, method: str, max_pixels: int) -> str | None:
     if not data:
         return "empty"
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), pixel_limit(max_pixels):
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as image:
                 if image.width * image.height > max_pixels:
@@ -132,7 +170,17 @@ def decode(data: bytes, size: tuple[int, int]) -> np.ndarray:
 
 
 def decode_file(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
-    return decode(Path(path).read_bytes(), size)
+    """decode() of a file of the cleaned folder; UserError naming it if it cannot be (one put there by hand)."""
+    data = Path(path).read_bytes()
+    try:
+        with _checked_already():
+            return decode(data, size)
+    except UnidentifiedImageError:
+        detail = "no image format recognised"
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds of errors for a bad file
+        detail = first_line(exc)
+    raise UserError(f"{path}: not an image this pipeline decodes ({detail}): remove it, or put it in the archive "
+                    "and let the filter stage check it")
 
 
 def class_names(directory: str | os.PathLike) -> list[str]:

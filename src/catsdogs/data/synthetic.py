@@ -30,7 +30,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from catsdogs.atomic import atomic_path
-from catsdogs.params import SYNTHETIC_MIN_SIDE, check_synthetic
+from catsdogs.params import SYNTHETIC_MIN_SIDE, check_synthetic, synthetic_count
 
 CLASSES = ("Cat", "Dog")
 
@@ -93,7 +93,7 @@ def plan(*, images_per_class: int, side_range, pathology_rate: float, seed: int)
     """
     check_synthetic(images_per_class, side_range, pathology_rate, seed)
     rng = np.random.default_rng([seed, 0])
-    total = int(pathology_rate * 2 * images_per_class + 0.5)
+    total = synthetic_count(pathology_rate, images_per_class)
     kinds = list(PATHOLOGIES)
     kinds = [kinds[k] for k in rng.permutation([i % len(kinds) for i in range(total)])]
     num_cats = total // 2 + int(total % 2 and rng.integers(2))
@@ -118,8 +118,7 @@ def faults(*, images_per_class: int, side_range, pathology_rate: float, seed: in
     image of the same class with no fault either; their share is of all images, classes mixed.
     """
     check_synthetic(images_per_class, side_range, pathology_rate, seed, flipped_rate, non_pet_rate, duplicate_rate)
-    total = 2 * images_per_class
-    counts = [int(rate * total + 0.5) for rate in (flipped_rate, non_pet_rate, duplicate_rate)]
+    counts = [synthetic_count(rate, images_per_class) for rate in (flipped_rate, non_pet_rate, duplicate_rate)]
     if not any(counts):
         return {}
     odd = plan(images_per_class=images_per_class, side_range=side_range, pathology_rate=pathology_rate, seed=seed)
@@ -135,8 +134,11 @@ def faults(*, images_per_class: int, side_range, pathology_rate: float, seed: in
     for copy in [m for m, (kind, _) in found.items() if kind == "duplicate"]:
         folder = copy.rsplit("/", 1)[0] + "/"
         original = next((m for m in originals if m.startswith(folder)), None)
-        if original is None:
-            raise ValueError(f"duplicate_rate {duplicate_rate} leaves no good original for {copy}: lower the rates")
+        if original is None:  # its class has no good image left: the first two of the other class's make the pair
+            del found[copy]
+            originals.append(copy)
+            copy, original = [m for m in originals if not m.startswith(folder)][:2]
+            originals.remove(copy)
         originals.remove(original)
         found[copy] = ("duplicate", original)
     return found

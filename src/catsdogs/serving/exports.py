@@ -96,13 +96,16 @@ def read_metadata(path: Path) -> Metadata:
     except (OSError, ValueError) as exc:
         raise UserError(f"{path}: unreadable metadata ({exc})") from None
     try:
-        assert raw["format"] == METADATA_FORMAT
         classes, shape = raw["classes"], raw["input"]["shape"]
-        assert isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)
-        assert raw["input"]["dtype"] == "uint8" and len(shape) == 4 and shape[3] == 3
-        size = (int(shape[1]), int(shape[2]))
-    except (AssertionError, KeyError, TypeError, ValueError, IndexError):
-        raise UserError(f"{path}: not a metadata file of format {METADATA_FORMAT} (rerun the export stage)") from None
+        usable = (raw["format"] == METADATA_FORMAT and isinstance(classes, list) and len(classes) >= 2
+                  and all(isinstance(c, str) for c in classes) and raw["input"]["dtype"] == "uint8"
+                  and isinstance(shape, list) and len(shape) == 4 and shape[3] == 3
+                  and all(isinstance(side, int) and not isinstance(side, bool) and side > 0 for side in shape[1:3]))
+    except (KeyError, TypeError, IndexError):
+        usable = False
+    if not usable:
+        raise UserError(f"{path}: not a metadata file of format {METADATA_FORMAT} (rerun the export stage)")
+    size = (shape[1], shape[2])
     return Metadata(path, classes, size)
 
 
