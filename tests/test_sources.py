@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from catsdogs.data import archive, sources
+from catsdogs.data import archive, packing, sources
 from catsdogs.errors import UserError
 
 
@@ -84,7 +84,11 @@ def test_a_zip_a_folder_and_what_is_neither(tmp_path: Path):
     assert sources.kind(tmp_path) == "folder"
     (tmp_path / "notes.zip").write_text("not an archive at all, though long enough to hold a header " * 20)
     assert one_line_error(sources.kind, tmp_path / "notes.zip") == (
-        f"{tmp_path / 'notes.zip'}: neither a zip, a tar (plain, gzip, bzip2 or xz) nor a folder")
+        f"{tmp_path / 'notes.zip'}: not a readable zip archive, nor a tar (plain, gzip, bzip2 or xz), nor a folder")
+    assert one_line_error(sources.open_source, tmp_path / "gone") == (
+        f"{tmp_path / 'gone'}: archive not found (run the download stage first)")
+    assert one_line_error(sources.open_source, tmp_path).endswith(": a folder; pack it first (catsdogs.data.packing; "
+                                                                  "the download stage does)")
     assert one_line_error(sources.kind, tmp_path / "gone") == f"{tmp_path / 'gone'}: no such file or folder"
     gz_not_tar = tmp_path / "photo.gz"
     import gzip
@@ -103,40 +107,43 @@ def make_folder(root: Path) -> Path:
     return root
 
 
-def test_a_folder_packs_to_the_same_bytes_until_an_image_changes(tmp_path: Path):
+def test_a_folder_packs_to_the_same_bytes_until_a_file_changes(tmp_path: Path):
     folder = make_folder(tmp_path / "flowers")
-    left_out = sources.pack(folder, tmp_path / "a.zip")
-    assert left_out == [("notes.txt", "not an image file name"), ("tulips/.DS_Store", "hidden file")]
+    assert packing.pack(folder, tmp_path / "a.zip") == ["tulips/.DS_Store"]
     first = (tmp_path / "a.zip").read_bytes()
 
     for path in folder.rglob("*"):  # what copying, a file browser or another machine changes
         os.utime(path, (1_700_000_000, 1_700_000_000))
         path.chmod(0o700 if path.is_dir() else 0o600)
     (folder / "tulips/.DS_Store").write_bytes(b"finder, rewritten")
-    sources.pack(folder, tmp_path / "b.zip")
+    packing.pack(folder, tmp_path / "b.zip")
     assert (tmp_path / "b.zip").read_bytes() == first
 
     with zipfile.ZipFile(tmp_path / "a.zip") as zf:
-        assert zf.namelist() == ["roses/1.jpg", "roses/2.png", "tulips/1.jpg"]
-        assert {(i.date_time, i.create_system, i.external_attr >> 16, i.compress_type) for i in zf.infolist()} \
-            == {((1980, 1, 1, 0, 0, 0), 3, stat.S_IFREG | 0o644, zipfile.ZIP_STORED)}
+        assert zf.namelist() == ["notes.txt", "roses/1.jpg", "roses/2.png", "tulips/1.jpg"]
+        assert {(i.date_time, i.create_system, i.external_attr >> 16, i.compress_type, i.extra, i.comment)
+                for i in zf.infolist()} == {((1980, 1, 1, 0, 0, 0), 3, stat.S_IFREG | 0o644, zipfile.ZIP_STORED,
+                                             b"", b"")}
+    members = listed(tmp_path / "a.zip")
+    assert members.classes == ["roses", "tulips"]
+    assert members.ignored == [("notes.txt", "outside <class>/ at the top level")]
 
     (folder / "roses/2.png").write_bytes(jpeg(9))
-    sources.pack(folder, tmp_path / "c.zip")
+    packing.pack(folder, tmp_path / "c.zip")
     assert hashlib.sha256((tmp_path / "c.zip").read_bytes()).digest() != hashlib.sha256(first).digest()
-    assert listed(tmp_path / "c.zip").classes == ["roses", "tulips"]
 
 
 def test_a_folder_with_a_symlink_or_unreadable_is_refused(tmp_path: Path):
     folder = make_folder(tmp_path / "flowers")
     (folder / "roses/3.jpg").symlink_to(folder / "roses/1.jpg")
-    assert one_line_error(sources.pack, folder, tmp_path / "a.zip").startswith(f"{folder / 'roses/3.jpg'}: a symlink")
+    assert one_line_error(packing.pack, folder, tmp_path / "a.zip").startswith(f"{folder / 'roses/3.jpg'}: a symlink")
     assert not (tmp_path / "a.zip").exists()
     (folder / "roses/3.jpg").unlink()
+    assert one_line_error(packing.pack, tmp_path / "gone", tmp_path / "a.zip") == f"{tmp_path / 'gone'}: no such folder"
     if os.geteuid() != 0:  # root reads everything
         (folder / "tulips").chmod(0)
         try:
-            assert "folder cannot be read" in one_line_error(sources.pack, folder, tmp_path / "a.zip")
+            assert "folder cannot be read" in one_line_error(packing.pack, folder, tmp_path / "a.zip")
         finally:
             (folder / "tulips").chmod(0o755)
 

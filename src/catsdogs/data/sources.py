@@ -1,7 +1,7 @@
 """Where the images come from: a zip, a tar (plain, gzip, bzip2 or xz) or a folder of class folders.
 
-The kind is read from the content, never from the name. A folder is packed into a deterministic zip, so
-that its SHA-256 (the data version) changes exactly when an image does. Zip and tar members are listed
+The kind is read from the content, never from the name; a folder is packed into a deterministic zip first
+(catsdogs.data.packing, by the download stage). Zip and tar members are listed
 through one interface, with the zip's defences (catsdogs.data.archive) applied to tar member by member
 before anything is written. Images are `<root>/<class>/<file>`; the root is found (`find_root`), not assumed.
 
@@ -17,7 +17,6 @@ import collections
 import functools
 import os
 import signal
-import stat
 import tarfile
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
@@ -26,7 +25,6 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from catsdogs.atomic import atomic_path
 from catsdogs.data import archive as zipped
 from catsdogs.data import checker, images
 from catsdogs.errors import UserError
@@ -48,12 +46,6 @@ DEVICE = "device entry"
 FIFO = "FIFO entry"
 HIDDEN = "hidden folder"
 NOT_AN_IMAGE = "not an image file name"
-
-# Zip's fixed metadata for a packed folder: the earliest date zip can store, a regular file with mode 0644
-# made on "Unix" (zip's own name for the system, whatever this machine is).
-_PACKED_DATE = (1980, 1, 1, 0, 0, 0)
-_PACKED_MODE = (stat.S_IFREG | 0o644) << 16
-_UNIX = 3
 
 # Compressed tar members travel to the workers in batches of at most this many members or bytes, and at most
 # _IN_FLIGHT batches per worker wait, so memory stays bounded whatever the archive's size.
@@ -87,7 +79,7 @@ def kind(path: str | os.PathLike) -> str:
         return TAR
     if zipfile.is_zipfile(path):  # a zip with something before it (a self-extracting one)
         return ZIP
-    raise SourceError(f"{path}: neither a zip, a tar (plain, gzip, bzip2 or xz) nor a folder")
+    raise SourceError(f"{path}: not a readable zip archive, nor a tar (plain, gzip, bzip2 or xz), nor a folder")
 
 
 def _is_tar_header(block: bytes) -> bool:
@@ -98,64 +90,6 @@ def _is_tar_header(block: bytes) -> bool:
     except tarfile.HeaderError:
         return False
     return True
-
-
-# ---------------------------------------------------------------------------------------------------------
-# A folder packed into a deterministic zip
-
-
-def pack(folder: str | os.PathLike, dest: str | os.PathLike) -> list[tuple[str, str]]:
-    """Pack the image files under `folder` into the zip `dest`; return the files left out, with why.
-
-    Names are relative to `folder`, sorted, stored uncompressed (images are compressed already) with a fixed
-    date, mode and system: the bytes depend only on the images' names and contents. Files that are not
-    images (.DS_Store, Thumbs.db, notes) are left out, so that a file browser rewriting them does not make
-    a new data version. A symlink or anything but a regular file is an error: the packed data would not be
-    what the folder shows.
-    """
-    folder = Path(folder)
-    files, left_out = _walk(folder)
-    with atomic_path(dest) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
-        for name in files:
-            info = zipfile.ZipInfo(name, _PACKED_DATE)
-            info.create_system, info.external_attr = _UNIX, _PACKED_MODE
-            path = folder / name
-            try:
-                info.file_size = path.stat().st_size  # lets zipfile choose ZIP64 from the size, as writestr does
-                with open(path, "rb") as src, zf.open(info, "w") as out:
-                    while chunk := src.read(1 << 20):
-                        out.write(chunk)
-            except OSError as exc:
-                raise SourceError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    return left_out
-
-
-def _walk(folder: Path) -> tuple[list[str], list[tuple[str, str]]]:
-    """(image files to pack, [(file, why left out)]), names relative to `folder` with '/', sorted."""
-
-    def refuse(exc: OSError):
-        raise SourceError(f"{exc.filename}: folder cannot be read ({exc.strerror or exc})")
-
-    files, left_out = [], []
-    for root, dirs, names in os.walk(folder, onerror=refuse):
-        for name in sorted(dirs + names):
-            path = Path(root, name)
-            rel = path.relative_to(folder).as_posix()
-            mode = path.lstat().st_mode
-            if stat.S_ISLNK(mode):
-                raise SourceError(f"{path}: a symlink; put the file itself in the folder (packed data must be "
-                                  "what the folder holds)")
-            if stat.S_ISDIR(mode):
-                continue
-            if not stat.S_ISREG(mode):
-                raise SourceError(f"{path}: not a regular file (a device, FIFO or socket); remove it")
-            if name.startswith("."):
-                left_out.append((rel, "hidden file"))
-            elif not images.is_image_name(name):
-                left_out.append((rel, NOT_AN_IMAGE))
-            else:
-                files.append(rel)
-    return sorted(files), sorted(left_out)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -298,9 +232,11 @@ def _unsafe_tar(info: tarfile.TarInfo) -> str | None:
 
 def open_source(path: str | os.PathLike, max_pixels: int = images.MAX_PIXELS) -> ZipSource | TarSource:
     """The archive at `path` (a packed folder is a zip). `max_pixels` bounds a member's size (images.py)."""
+    if not Path(path).exists():
+        raise SourceError(f"{path}: archive not found (run the download stage first)")
     found = kind(path)
     if found == FOLDER:
-        raise SourceError(f"{path}: a folder; pack it first (the download stage does)")
+        raise SourceError(f"{path}: a folder; pack it first (catsdogs.data.packing; the download stage does)")
     return ZipSource(path, max_pixels) if found == ZIP else TarSource(path, found, max_pixels)
 
 
