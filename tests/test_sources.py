@@ -277,3 +277,18 @@ def test_two_candidate_roots_one_class_or_no_image_are_one_line_each(tmp_path: P
         "set download.root if they are elsewhere")
     empty = make_tar(tmp_path / "empty.tar", {})
     assert one_line_error(listed, empty).startswith(f"{empty}: no images in class folders <class>/ at the top")
+
+
+def test_the_download_packs_a_folder_and_verifies_it_like_an_archive(tmp_path: Path):
+    from catsdogs.data.fetch import DownloadError, fetch
+
+    folder = make_folder(tmp_path / "flowers")
+    options = dict(size=None, timeout=1, retries=0, partial_dir=tmp_path / "partial", progress=False)
+    digest = fetch(str(folder), tmp_path / "raw" / "a.zip", sha256=None, **options)
+    assert digest == hashlib.sha256((tmp_path / "raw" / "a.zip").read_bytes()).hexdigest()
+    (folder / "roses/1.jpg").touch()
+    assert fetch(folder.as_uri(), tmp_path / "raw" / "b.zip", sha256=digest, **options) == digest  # pinned
+    (folder / "roses/1.jpg").write_bytes(jpeg(7))
+    with pytest.raises(DownloadError, match="SHA-256 mismatch"):
+        fetch(str(folder), tmp_path / "raw" / "c.zip", sha256=digest, **options)
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["a.zip", "b.zip"]
