@@ -228,6 +228,18 @@ def test_a_bomb_is_never_inflated(tmp_path: Path):
         "bomb?): remove it")
 
 
+@pytest.mark.parametrize("mode", ["w", "w:xz"])
+def test_an_extended_header_bomb_is_refused_before_it_is_read(tmp_path: Path, mode):
+    path = tmp_path / "pax.tar"
+    with tarfile.open(path, mode, format=tarfile.PAX_FORMAT) as tar:
+        add(tar, "PetImages/Cat/1.jpg", jpeg(1))
+        add(tar, "PetImages/Dog/1.jpg", jpeg(2), pax_headers={"comment": "x" * (3 << 20)})
+    assert one_line_error(listed, path, max_pixels=1000) == (
+        f"{path}: a header after member PetImages/Cat/1.jpg declares 3,146,240 bytes of extended header, more "
+        "than an image of 1,000 pixels (filter.max_pixels) can take (a decompression bomb?)")
+    assert len(listed(path).images) == 2  # under the default bound, a long header is fine
+
+
 @pytest.mark.parametrize("mode, where", [("w", " after member PetImages/"), ("w:gz", " after member PetImages/"),
                                          ("w:bz2", " (")])  # bzip2 decompresses a whole 900 kB block or nothing
 def test_a_cut_off_tar_names_the_last_good_member(tmp_path: Path, mode, where):
@@ -292,3 +304,20 @@ def test_the_download_packs_a_folder_and_verifies_it_like_an_archive(tmp_path: P
     with pytest.raises(DownloadError, match="SHA-256 mismatch"):
         fetch(str(folder), tmp_path / "raw" / "c.zip", sha256=digest, **options)
     assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["a.zip", "b.zip"]
+
+
+def test_a_tar_gz_is_checked_exactly_as_the_zip_of_the_same_files(tmp_path: Path):
+    members = {**PHOTOS, "PetImages/Cat/empty.jpg": b"", "PetImages/Dog/cut.jpg": jpeg(8)[:-300],
+               "PetImages/Dog/text.jpg": b"hello"}
+    found = {}
+    for name, path in (("zip", make_zip(tmp_path / "a.zip", members)),
+                       ("tar.gz", make_tar(tmp_path / "a.tar.gz", members, "w:gz"))):
+        source = sources.open_source(path)
+        out = tmp_path / name
+        results = sources.check_source(source, sources.list_members(source), out, "decode", 10**6, 2)
+        found[name] = sorted(results), sorted(p.relative_to(out).as_posix() for p in out.rglob("*.jpg"))
+    assert found["tar.gz"] == found["zip"]
+    assert {name: reason for name, _, reason in found["zip"][0]} == {
+        "PetImages/Cat/1.jpg": None, "PetImages/Cat/2.jpg": None, "PetImages/Cat/empty.jpg": "empty",
+        "PetImages/Dog/1.jpg": None, "PetImages/Dog/cut.jpg": "truncated", "PetImages/Dog/text.jpg": "not_an_image"}
+    assert found["zip"][1] == ["PetImages/Cat/1.jpg", "PetImages/Cat/2.jpg", "PetImages/Dog/1.jpg"]

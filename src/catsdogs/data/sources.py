@@ -139,7 +139,7 @@ class TarSource:
             tar = tarfile.open(self.filename, f"r:{TARS[self.kind]}")
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise self._damaged(exc, None) from None
-        tar.fileobj = _LastRead(tar.fileobj, empty=tar.firstmember is None)
+        tar.fileobj = _LastRead(tar.fileobj, empty=tar.firstmember is None, limit=self._max_bytes + tarfile.BLOCKSIZE)
         return tar
 
     def _damaged(self, exc: BaseException, after: str | None) -> SourceError:
@@ -156,6 +156,11 @@ class TarSource:
                 yield info
         except (tarfile.TarError, OSError, EOFError) as exc:  # EOFError, zlib.error and LZMAError included
             raise self._damaged(exc, info and info.name) from None
+        except _Oversized as exc:
+            where = f"after member {info.name}" if info else "at the start"
+            raise SourceError(f"{self.filename}: a header {where} declares {exc.args[0]:,} bytes of extended "
+                              f"header, more than an image of {self._max_pixels:,} pixels (filter.max_pixels) "
+                              "can take (a decompression bomb?)") from None
         end = tar.fileobj.last  # the block tarfile stopped at
         if len(end) < tarfile.BLOCKSIZE or end.strip(b"\0"):
             raise self._damaged(EOFError("a header that is neither a member's nor the end's: cut short?"),
@@ -200,15 +205,23 @@ class TarSource:
         pass
 
 
+class _Oversized(Exception):
+    pass
+
+
 class _LastRead:
     """tarfile's file object, remembering the last read: tarfile ends a listing silently at a header it
-    cannot parse (a cut-off download), while a complete tar always ends with a block of zeros."""
+    cannot parse (a cut-off download), while a complete tar always ends with a block of zeros. It also
+    refuses any one read larger than `limit`: tarfile reads a pax or GNU long-name header whole into
+    memory, whatever size it declares (a memory bomb a few kilobytes long once compressed)."""
 
-    def __init__(self, fileobj, empty: bool):
-        self._fileobj = fileobj
+    def __init__(self, fileobj, empty: bool, limit: int):
+        self._fileobj, self._limit = fileobj, limit
         self.last = bytes(tarfile.BLOCKSIZE) if empty else b""  # an empty tar's end was read on opening
 
     def read(self, size=-1) -> bytes:
+        if size is None or size < 0 or size > self._limit:
+            raise _Oversized(size)
         self.last = self._fileobj.read(size)
         return self.last
 
