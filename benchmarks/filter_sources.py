@@ -4,9 +4,10 @@ python benchmarks/filter_sources.py ARCHIVE [--copies N] [--workers W] [--repeat
 ARCHIVE is a .zip or tar of photos in class folders (docs/speed.md: how to make a sample of the real archive).
 Its photos, `--copies` times over, are written as a deflated zip (as Kaggle's is), a .tar.gz and a plain tar;
 each is listed and checked (method decode) with catsdogs.data.sources, as the filter does, into a fresh
-folder, `--repeat` times, the kinds taking turns; the figure is images over wall time, median of the runs. Also measured: how fast
-one process can only read the .tar.gz's members front to back (the ceiling of the sequential hand-off to
-the pool), and how long decompressing it to a temporary plain tar first would take (the alternative design).
+folder, `--repeat` times, the kinds taking turns; the figure is images over wall time, median of the runs.
+Also measured: how fast one process can only read the .tar.gz's members front to back (the ceiling of the
+sequential hand-off to the pool), and how long decompressing it to a temporary plain tar first would take
+(the alternative design).
 """
 
 from __future__ import annotations

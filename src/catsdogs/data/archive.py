@@ -36,6 +36,8 @@ class Members:
 
 SYMLINK = "symlink entry"
 DUPLICATE = "duplicate member name (a later entry of the same name is used)"
+HIDDEN = "hidden folder"
+NOT_AN_IMAGE = "not an image file name"
 
 
 def unsafe_name(name: str) -> str | None:
@@ -79,9 +81,9 @@ def list_members(archive: zipfile.ZipFile) -> Members:
             if len(parts) != 3 or parts[0] != IMAGES_ROOT:
                 reason = f"outside {IMAGES_ROOT}/<class>/"
             elif parts[1].startswith("."):
-                reason = "hidden folder"
+                reason = HIDDEN
             elif not is_image_name(parts[2]):
-                reason = "not an image file name"
+                reason = NOT_AN_IMAGE
         if reason is None:
             members.images.append((info.filename, parts[1]))
         else:

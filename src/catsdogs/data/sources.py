@@ -1,14 +1,17 @@
 """Where the images come from: a zip, a tar (plain, gzip, bzip2 or xz) or a folder of class folders.
 
 The kind is read from the content, never from the name; a folder is packed into a deterministic zip first
-(catsdogs.data.packing, by the download stage). Zip and tar members are listed
-through one interface, with the zip's defences (catsdogs.data.archive) applied to tar member by member
-before anything is written. Images are `<root>/<class>/<file>`; the root is found (`find_root`), not assumed.
+(catsdogs.data.packing, by the download stage). Zip and tar members are listed through one interface, with
+the zip's defences (catsdogs.data.archive) applied to tar member by member before anything is written.
+Images are `<root>/<class>/<file>`; the root is found (`find_root`), not assumed.
 
 A compressed tar has no random access, so its members are not read by the workers themselves, as a zip's
-are (catsdogs.data.checker): one sequential pass in the main process hands member bytes to the pool in
-batches, a bounded number of batches in flight. Decompression is far faster than decoding, so checking
-starts at once, needs no temporary copy on disk, and runs at the pool's speed (benchmarks/filter_sources.py).
+are (catsdogs.data.checker): one sequential read in the main process hands member bytes to the pool in
+batches, a bounded number of batches in flight. Decompressing is several times faster than checking, so
+the checking overlaps it at the pool's speed, with no temporary copy of the data on disk and bounded memory.
+Before it, a first pass lists the headers: a user's mistake (one class, two roots, a listed member that
+is not there) must stop the stage before any work starts, and a compressed stream can only be listed by
+inflating it, so a compressed tar is inflated twice. benchmarks/filter_sources.py measures both.
 """
 
 from __future__ import annotations
@@ -44,8 +47,6 @@ _NOT_CLASSES = ("__MACOSX",)
 HARDLINK = "hard link entry"
 DEVICE = "device entry"
 FIFO = "FIFO entry"
-HIDDEN = "hidden folder"
-NOT_AN_IMAGE = "not an image file name"
 
 # Compressed tar members travel to the workers in batches of at most this many members or bytes, and at most
 # _IN_FLIGHT batches per worker wait, so memory stays bounded whatever the archive's size.
@@ -312,9 +313,9 @@ def list_members(source: ZipSource | TarSource, root: str | None = None) -> zipp
             if len(parts) != depth + 2 or "/".join(parts[:depth]) != root:
                 reason = f"outside {_describe(root)}"
             elif _hidden(parts[depth]):
-                reason = HIDDEN
+                reason = zipped.HIDDEN
             elif not images.is_image_name(parts[-1]):
-                reason = NOT_AN_IMAGE
+                reason = zipped.NOT_AN_IMAGE
         if reason is None:
             members.images.append((entry.name, parts[depth]))
         else:
