@@ -354,11 +354,3 @@ def test_the_wait_between_attempts_stops_growing_at_a_minute(server, paths, monk
     server.behaviour.fail_status, server.behaviour.fail_count = 503, 9
     assert _fetch(server.url, dest, partial_dir, retries=9, backoff=1.0) == DATA_SHA
     assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0]
-
-
-def test_a_local_folder_is_named_as_one(tmp_path, paths):
-    dest, partial_dir = paths
-    with pytest.raises(DownloadError) as info:
-        _fetch(str(tmp_path), dest, partial_dir)
-    assert str(info.value) == f"{tmp_path}: a folder, not the archive (download.url names the .zip file itself)"
-    assert not dest.exists()

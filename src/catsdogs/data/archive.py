@@ -34,15 +34,26 @@ class Members:
         return sorted({cls for _, cls in self.images})
 
 
-def _unsafe(info: zipfile.ZipInfo) -> str | None:
-    name = info.filename
-    if stat.S_ISLNK(info.external_attr >> 16):
-        return "symlink entry"
+SYMLINK = "symlink entry"
+DUPLICATE = "duplicate member name (a later entry of the same name is used)"
+HIDDEN = "hidden folder"
+NOT_AN_IMAGE = "not an image file name"
+
+
+def unsafe_name(name: str) -> str | None:
+    """Why a member's name must never be written (absolute, or climbing out with '..'), or None.
+    Zip and tar members alike (catsdogs.data.sources)."""
     if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
         return "absolute path"
     if ".." in PurePosixPath(name.replace("\\", "/")).parts:
         return "path escapes the archive ('..')"
     return None
+
+
+def unsafe_entry(info: zipfile.ZipInfo) -> str | None:
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return SYMLINK
+    return unsafe_name(info.filename)
 
 
 def open_zip(path) -> zipfile.ZipFile:
@@ -62,17 +73,17 @@ def list_members(archive: zipfile.ZipFile) -> Members:
     for i, info in enumerate(infos):
         if info.is_dir():
             continue
-        reason = _unsafe(info)
+        reason = unsafe_entry(info)
         if reason is None and last[info.filename] != i:
-            reason = "duplicate member name (a later entry of the same name is used)"
+            reason = DUPLICATE
         parts = PurePosixPath(info.filename).parts
         if reason is None:
             if len(parts) != 3 or parts[0] != IMAGES_ROOT:
                 reason = f"outside {IMAGES_ROOT}/<class>/"
             elif parts[1].startswith("."):
-                reason = "hidden folder"
+                reason = HIDDEN
             elif not is_image_name(parts[2]):
-                reason = "not an image file name"
+                reason = NOT_AN_IMAGE
         if reason is None:
             members.images.append((info.filename, parts[1]))
         else:

@@ -42,23 +42,26 @@ def _read(name: str) -> bytes:
                                   "the archive is corrupt: delete it and download again") from None
 
 
+def check_member(name: str, cls: str, size: int, read, out_dir: str, method: str, max_pixels: int) -> str | None:
+    """Check one member of `size` bytes and write it into the cleaned folder if kept; the reason or None.
+    `read()` gives its bytes, and is never called for a member larger than an image can be (a zip bomb)."""
+    if size > images.max_file_bytes(max_pixels):
+        return "too_large"
+    data = read()
+    reason = images.check(data, method, max_pixels)
+    if reason is None:
+        target = Path(out_dir, zipped.IMAGES_ROOT, cls, Path(name).name)
+        try:
+            target.write_bytes(data)
+        except OSError as exc:
+            raise UserError(f"cannot write {Path(name).name} into the cleaned folder: {exc}") from None
+    return reason
+
+
 def _check_chunk(chunk, out_dir: str, method: str, max_pixels: int):
     """Check members and write the kept ones; returns (member, class, reason or None) per member."""
-    results = []
-    for name, cls in chunk:
-        if _zip.getinfo(name).file_size > images.max_file_bytes(max_pixels):
-            results.append((name, cls, "too_large"))  # never inflate a zip bomb into memory
-            continue
-        data = _read(name)
-        reason = images.check(data, method, max_pixels)
-        if reason is None:
-            target = Path(out_dir, zipped.IMAGES_ROOT, cls, Path(name).name)
-            try:
-                target.write_bytes(data)
-            except OSError as exc:
-                raise UserError(f"cannot write {Path(name).name} into the cleaned folder: {exc}") from None
-        results.append((name, cls, reason))
-    return results
+    return [(name, cls, check_member(name, cls, _zip.getinfo(name).file_size, functools.partial(_read, name),
+                                     out_dir, method, max_pixels)) for name, cls in chunk]
 
 
 def _chunks(items, size):

@@ -22,6 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from catsdogs.atomic import atomic_path
+from catsdogs.data import packing
 from catsdogs.errors import UserError, first_line
 
 log = logging.getLogger(__name__)
@@ -193,9 +194,9 @@ def _request(url: str, offset: int, timeout: float):
 
 def _copy_local(source: Path, dest: Path, size: int | None, sha256: str | None, progress: bool) -> str:
     if source.is_dir():
-        raise DownloadError(f"{source}: a folder, not the archive (download.url names the .zip file itself)")
+        return _pack_local(source, dest, size, sha256)
     if not source.is_file():
-        raise DownloadError(f"{source}: no such file")
+        raise DownloadError(f"{source}: no such file or folder")
     hasher = hashlib.sha256()
     with atomic_path(dest) as tmp:
         bar = _bar(source.stat().st_size, 0, dest.name, progress)
@@ -206,6 +207,19 @@ def _copy_local(source: Path, dest: Path, size: int | None, sha256: str | None, 
                 bar.update(len(chunk))
         _verify(tmp, hasher.hexdigest(), size, sha256, str(source))
     return hasher.hexdigest()
+
+
+def _pack_local(folder: Path, dest: Path, size: int | None, sha256: str | None) -> str:
+    """A folder of class folders, packed into a zip whose bytes depend only on its files (catsdogs.data.packing),
+    then verified as a copied archive is: `size` and `sha256` can pin a folder's data version too."""
+    with atomic_path(dest) as tmp:
+        hidden = packing.pack(folder, tmp)
+        digest = _hash_file(tmp).hexdigest()
+        _verify(tmp, digest, size, sha256, str(folder))
+    if hidden:
+        log.info("packed %s leaving out %d hidden files and folders (%s)", folder, len(hidden), ", ".join(hidden[:3])
+                 + (", ..." if len(hidden) > 3 else ""))
+    return digest
 
 
 def _verify(path: Path, digest: str, size: int | None, sha256: str | None, source: str) -> None:
