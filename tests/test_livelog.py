@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from catsdogs import history, tables
+from catsdogs.errors import UserError
 from catsdogs.training import callbacks
 
 EPOCHS = 4
@@ -103,6 +104,33 @@ def test_prune_keeps_the_epochs_before_the_first_one_trained_again(tmp_path):
         {"epoch": 1, "loss": 1.0, "system/ram_gb": 0.5}]
     history.prune(tmp_path / "live", 1)
     assert not list((tmp_path / "live").rglob("*.tsv"))
+
+
+def test_the_summary_is_the_last_epoch_the_steady_speed_and_the_best_epoch_by_validation_accuracy():
+    """Epoch 2 is the best, epoch 4 the last, epoch 1 the slowest (it compiles): each number from its own rule."""
+    columns = ["epoch", "val_acc", "val_loss", "acc", "loss", "train_seconds", "seconds"]
+    rows = [dict(zip(columns, values)) for values in [(1, 0.6, 0.9, 0.5, 1.0, 10.0, 12.0),
+                                                       (2, 0.9, 0.3, 0.8, 0.4, 2.0, 3.0),
+                                                       (3, 0.8, 0.4, 0.85, 0.35, 4.0, 5.0),
+                                                       (4, 0.7, 0.5, 0.9, 0.3, 3.0, 4.5)]]
+    assert history.summarize(rows, 300) == {
+        "final": {"val_acc": 0.7, "val_loss": 0.5, "acc": 0.9, "loss": 0.3},
+        "train_images_per_second": 100.0,  # 300 images / the median of 2, 4 and 3 seconds, not counting epoch 1
+        "seconds": 24.5,
+        "best": {"epoch": 2, "val_acc": 0.9, "val_loss": 0.3, "acc": 0.8, "loss": 0.4},
+    }
+    assert history.summarize(rows[:1], 300)["train_images_per_second"] == 30.0  # one epoch: its own speed
+
+
+def test_a_damaged_history_file_names_the_file_and_the_line(tmp_path):
+    path = history.history_file(tmp_path, "loss")
+    path.parent.mkdir(parents=True)
+    path.write_text("step\tval\n1\t0.5\n")
+    with pytest.raises(UserError, match=r"loss.tsv: columns \['step', 'val'\] are not \['step', 'loss'\]: rerun"):
+        history.read_history(tmp_path, ["loss"])
+    path.write_text("step\tloss\n1\t0.5\n2\tnan?\n")
+    with pytest.raises(UserError, match=r"loss.tsv, line 3: \['2', 'nan\?'\] are not an epoch and a number"):
+        history.read_history(tmp_path, ["loss"])
 
 
 class Terminal(io.StringIO):

@@ -46,26 +46,17 @@ def read(path: str | Path) -> list[Exclusion]:
     in the pipeline DVC itself stops when a dependency is missing."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")  # a spreadsheet may have saved it with a BOM
+        if not path.stat().st_size:
+            return []
+        rows = tables.read(path, tables.EXCLUDE, "member and reason are required, who and when may be empty",
+                           numbered=True)
     except FileNotFoundError:
         return []
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: unreadable exclusion list ({exc})") from None
-    rows = list(csv.reader(io.StringIO(text)))
-    if not rows:
-        return []
-    header = [cell.strip() for cell in rows[0]]
-    if header != tables.EXCLUDE:
-        raise UserError(f"{path}: columns {header} are not {tables.EXCLUDE} (member and reason required, "
-                        "who and when may be empty)")
     entries, seen = [], set()
-    for number, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue  # a blank line
-        if len(row) != len(tables.EXCLUDE):
-            raise UserError(f"{path}, line {number}: {len(row)} values where {len(tables.EXCLUDE)} columns "
-                            f"({', '.join(tables.EXCLUDE)}) are expected (quote a value that holds a comma)")
-        entry = Exclusion(*(cell.strip() for cell in row))
+    for number, row in rows:
+        entry = Exclusion(*(cell.strip() for cell in row.values()))
         if not entry.member:
             raise UserError(f"{path}, line {number}: empty member")
         why = unsafe(entry.member)

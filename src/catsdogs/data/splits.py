@@ -8,7 +8,6 @@ never move when the data changes and metrics of two data versions stay comparabl
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -91,20 +90,14 @@ def write(path: str | os.PathLike, directory: str | os.PathLike, data: Split) ->
 
 def read(path: str | os.PathLike, class_names: list[str]) -> tuple[Split, list[str]]:
     """The Split written by `write` (the same subsets, in the same order), and each path's hash."""
-    path = Path(path)
     try:
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames != tables.SPLIT:
-                raise UserError(f"{path}: columns {reader.fieldnames} are not {tables.SPLIT}: rerun the train stage")
-            rows = list(reader)
+        rows = tables.read(path, tables.SPLIT, "rerun the train stage", values={"class": class_names})
     except FileNotFoundError:
         raise UserError(f"{path}: the split file is missing (the train stage writes it)") from None
-    unknown = (sorted({r["class"] for r in rows} - set(class_names))
-               + sorted({r["subset"] for r in rows} - set(tables.SUBSETS)))
-    if unknown:
-        raise UserError(f"{path}: unknown class or subset {', '.join(unknown)} (classes: {', '.join(class_names)})")
     paths = sorted(r["path"] for r in rows)
+    twice = next((a for a, b in zip(paths, paths[1:]) if a == b), None)
+    if twice is not None:
+        raise UserError(f"{path}: {twice} is listed twice: rerun the train stage")
     position = {p: i for i, p in enumerate(paths)}
     labels = np.zeros(len(paths), dtype=np.int32)
     digests = [""] * len(paths)

@@ -41,7 +41,7 @@ def main(argv=None) -> None:
     atomic.remove_leftovers(args.out, args.metrics)
     formats = [fmt for fmt in p.export.formats if available(fmt)]
     # The model file holds stock layers only: any backend reads it, and the exports need TensorFlow's.
-    backend.select(backend.installed())
+    backend.select(backend.available())
     from catsdogs.training import model as model_lib
 
     model = model_lib.load(args.model)
