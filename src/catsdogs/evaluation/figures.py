@@ -2,7 +2,8 @@
 ROC curve, the most confidently wrong validation images and the model's architecture.
 
 Every random choice is seeded and matplotlib's files carry no version tag, so the same inputs give the same
-PNGs. Keras is imported only inside the functions that need it, after the stage has chosen the backend.
+PNGs, except architecture.png: Graphviz draws it where it is installed (its version decides the pixels), the
+model summary otherwise. Keras is imported only inside the functions that need it, after the stage has chosen the backend.
 """
 
 from __future__ import annotations
