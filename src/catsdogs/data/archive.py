@@ -34,13 +34,24 @@ class Members:
         return sorted({cls for _, cls in self.images})
 
 
+def is_absolute(name: str) -> bool:
+    """A name rooted anywhere but in the archive (/etc/x, a Windows share, C:x): the one rule, for the
+    archive's members and the exclusion list's."""
+    return name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":")
+
+
+def climbs_out(name: str) -> bool:
+    """A name with a '..' part, with either slash as the separator (zip tools on Windows write '\\')."""
+    return ".." in PurePosixPath(name.replace("\\", "/")).parts
+
+
 def _unsafe(info: zipfile.ZipInfo) -> str | None:
     name = info.filename
     if stat.S_ISLNK(info.external_attr >> 16):
         return "symlink entry"
-    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+    if is_absolute(name):
         return "absolute path"
-    if ".." in PurePosixPath(name.replace("\\", "/")).parts:
+    if climbs_out(name):
         return "path escapes the archive ('..')"
     return None
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from catsdogs import atomic, tables
+from catsdogs.data import archive
 from catsdogs.errors import UserError
 
 EXCLUDE_FILE = "data/exclude.csv"  # the default; dvc.yaml names it as the filter's dependency
@@ -31,12 +32,13 @@ class Exclusion:
 
 
 def unsafe(member: str) -> str | None:
-    """Why a listed name can never be an archive member's, or None."""
-    if member.startswith(("/", "\\")) or (len(member) > 1 and member[1] == ":"):
+    """Why a listed name can never be an archive member's, or None (archive.py's rules, and no backslash:
+    the filter lists members by their '/' names)."""
+    if archive.is_absolute(member):
         return "is an absolute path"
     if "\\" in member:
         return "contains a backslash (archive members use '/')"
-    if ".." in PurePosixPath(member).parts:
+    if archive.climbs_out(member):
         return "climbs out with '..'"
     return None
 

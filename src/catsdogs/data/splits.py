@@ -74,17 +74,17 @@ def assign(directory: str | os.PathLike, validation_split: float, seed: int, met
     )
 
 
-def write(path: str | os.PathLike, directory: str | os.PathLike, data: Split) -> None:
+def write(path: str | os.PathLike, directory: str | os.PathLike, split: Split) -> None:
     """The split the model was trained on, as a file: every image's class, subset and content hash.
 
     Evaluate and plot read this file, not the image folder: DVC then checks the folder's 25,000 files once
     per `dvc repro` (for train) instead of three times, and the hashes still make the file, and so the
     stages after it, change whenever an image they read changes.
     """
-    digests = content_digests(directory, data.paths)
+    digests = content_digests(directory, split.paths)
     atomic.write_csv(path, tables.SPLIT, (
-        [data.paths[i], data.class_names[data.labels[i]], subset, digests[i]]
-        for subset, indices in zip(tables.SUBSETS, (data.train, data.val)) for i in indices
+        [split.paths[i], split.class_names[split.labels[i]], subset, digests[i]]
+        for subset, indices in zip(tables.SUBSETS, (split.train, split.val)) for i in indices
     ))
 
 
@@ -115,9 +115,9 @@ def read_unchanged(directory: str | os.PathLike, split_file: str | os.PathLike, 
     the stages after train)."""
     if not Path(directory).is_dir():
         raise UserError(f"{directory}: cleaned image folder not found (run the filter stage first)")
-    data, digests = read(split_file, class_names)
-    verify(directory, data.paths, digests, split_file)
-    return data
+    split, digests = read(split_file, class_names)
+    verify(directory, split.paths, digests, split_file)
+    return split
 
 
 def verify(directory: str | os.PathLike, paths: list[str], digests: list[str], split_file) -> None:

@@ -65,9 +65,9 @@ def text_figure(text: str, monospace: bool = False) -> Figure:
     return fig
 
 
-def training_sample(data: splits.Split, seed: int) -> np.ndarray:
+def training_sample(split: splits.Split, seed: int) -> np.ndarray:
     """Nine training images picked with the seed (the tutorial shows its first shuffled batch)."""
-    return np.random.default_rng(seed).choice(data.train, size=min(GRID * GRID, len(data.train)), replace=False)
+    return np.random.default_rng(seed).choice(split.train, size=min(GRID * GRID, len(split.train)), replace=False)
 
 
 def augmented(picture: np.ndarray, augment_params, seed: int) -> Figure:
