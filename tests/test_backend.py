@@ -11,6 +11,7 @@ import textwrap
 import pytest
 
 from catsdogs import backend
+from catsdogs.errors import UserError
 from conftest import ENV, ROOT
 
 pytest.importorskip("tensorflow")
@@ -103,3 +104,14 @@ def test_the_backend_to_read_a_model_with_is_the_users_choice_before_what_is_ins
     found = subprocess.run([sys.executable, "-c", program], env=env, cwd=ROOT, capture_output=True, text=True,
                            timeout=120)
     assert found.stdout.split()[0] == "tensorflow", found.stderr  # TensorFlow first when installed
+
+
+def test_a_backend_other_than_the_one_keras_was_imported_with_is_refused():
+    import keras
+
+    other = "jax" if keras.backend.backend() == "tensorflow" else "tensorflow"
+    before = os.environ.get("KERAS_BACKEND")
+    with pytest.raises(UserError, match=f"Keras was already imported with the {keras.backend.backend()} backend, "
+                                        f"not {other}: choose the backend before importing Keras"):
+        backend.select(other)
+    assert os.environ.get("KERAS_BACKEND") == before  # refused before anything changed

@@ -67,6 +67,10 @@ def test_writes_dvclive_files_each_epoch_and_the_summary(tmp_path):
     assert summary["step"] == EPOCHS and summary["final"]["val_loss"] == pytest.approx(rows[-1]["val_loss"], abs=1e-6)
     assert summary == {**history.summarize(rows, IMAGES), "step": EPOCHS}
     assert all(row["images_per_second"] == pytest.approx(IMAGES / row["train_seconds"], rel=1e-3) for row in rows)
+    assert all(0 < row["train_seconds"] <= row["seconds"] for row in rows)  # the epoch without its validation
+    assert all(row["learning_rate"] == pytest.approx(1e-2) for row in rows)  # the optimizer's, as fit() set it
+    assert all(0.05 < row["system/ram_gb"] < 1024 and 0 <= row["system/cpu_percent"] <= 100
+               and 0 <= row["system/train_cpu_percent"] for row in rows)  # GB and percent, not bytes or fractions
 
 
 def test_an_interrupted_run_resumes_with_each_epoch_once_and_the_same_numbers(tmp_path):
@@ -120,6 +124,18 @@ def test_the_summary_is_the_last_epoch_the_steady_speed_and_the_best_epoch_by_va
         "best": {"epoch": 2, "val_acc": 0.9, "val_loss": 0.3, "acc": 0.8, "loss": 0.4},
     }
     assert history.summarize(rows[:1], 300)["train_images_per_second"] == 30.0  # one epoch: its own speed
+
+
+def test_an_epoch_missing_from_one_history_is_an_error_not_a_short_row(tmp_path):
+    live = history.open_live(tmp_path)
+    for epoch in (1, 2):
+        live.step = epoch
+        live.log_metric("loss", 0.5)
+        if epoch == 1:
+            live.log_metric("acc", 0.5)
+        live.next_step()
+    with pytest.raises(UserError, match=r"epoch\(s\) \[2\] lack some metrics: rerun the train stage"):
+        history.read_history(tmp_path, ["loss", "acc"])
 
 
 def test_a_damaged_history_file_names_the_file_and_the_line(tmp_path):

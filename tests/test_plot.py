@@ -15,6 +15,7 @@ from PIL import Image
 
 from catsdogs import history, params, tables
 from catsdogs.data import splits
+from catsdogs.errors import UserError
 from catsdogs.evaluation import figures, metrics
 from catsdogs.training import model as model_lib
 from catsdogs.stages import plot
@@ -262,3 +263,31 @@ def test_a_missing_training_history_names_the_train_stage(inputs, tmp_path, caps
     missing = history.history_file(tmp_path / "live", tables.EPOCH_METRICS[0])
     assert f"{missing} not found: run the train stage first" in capsys.readouterr().err
     assert not (tmp_path / "plots").exists()
+
+
+def wrong_rows(count: int) -> list[dict]:
+    return [{"path": f"Cat/{n}.jpg", "actual": "Cat", "predicted": "Dog", "probability": f"{0.5 + n / 100:.2f}",
+             "positive_probability": f"{0.5 + n / 100:.2f}"} for n in range(count)]
+
+
+def test_most_wrong_shows_at_most_one_grid(inputs):
+    shown = []
+    fig = figures.most_wrong(wrong_rows(12), lambda path: shown.append(path) or np.zeros((4, 4, 3), np.uint8))
+    assert shown == [f"Cat/{n}.jpg" for n in range(11, 2, -1)]  # the 9 most confident, most confident first
+    assert fig.get_suptitle() == "Most confidently wrong validation images (9 shown)"
+
+
+def test_predictions_naming_a_class_the_model_lacks_is_a_user_error():
+    with pytest.raises(UserError, match="predictions name class\\(es\\) Bird that the image folder lacks "
+                                        "\\(Cat, Dog\\): rerun the evaluate stage"):
+        figures.confusion_matrix(wrong_rows(1) + [wrong_rows(1)[0] | {"actual": "Bird"}], ["Cat", "Dog"])
+
+
+def test_the_augmented_grid_shows_nine_different_augmentations_of_one_image(inputs):
+    p = params.load()
+    original = picture(np.random.default_rng(0))
+    fig = figures.augmented(original, p.train.augment, p.seed)
+    shown = [ax.images[0].get_array() for ax in fig.axes]
+    assert len(shown) == 9 and all(image.shape == original.shape for image in shown)
+    assert len({image.tobytes() for image in shown}) > 1 and any(
+        not np.array_equal(image, original) for image in shown)  # the augmentation ran
