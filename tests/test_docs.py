@@ -229,6 +229,7 @@ DEMO_PHRASES = [
     ("docs/params.md", "`model.bn_momentum: {bn_momentum}`"),
     ("docs/params.md", "the demo uses {bn_momentum}"),
     ("docs/params.md", "`train.learning_rate: {learning_rate}`"),
+    ("docs/review.md", "The demo (`configs/demo.yaml`: {images:,} images, {height}×{width}, {epochs} epochs)"),
 ]
 
 
