@@ -6,6 +6,10 @@
 - Every relative link points to a file that exists (and, with `#anchor`, to a heading in it).
 - No document points into a `shared/` folder: a user's clone has none.
 - The README fits on a few screens.
+- The figures that come from the code or the config are the code's: the demo's sizes (configs/demo.yaml and
+  the synthetic plan), predict's start-up (one figure), the locked packages (pyproject.toml's dev extra).
+- Every module, source path and `file.py` they name exists, and tutorial.md's table of the code lists every
+  module in its folder.
 
 The committed params come from conftest (not the workspace's params.yaml, which `catsdogs demo` rewrites).
 """
