@@ -8,12 +8,11 @@ import json
 import re
 
 import pytest
-import yaml
 
 from catsdogs import tables
 from catsdogs.data import exclusions
 from catsdogs.errors import UserError
-from conftest import ROOT, TINY_DATA, dvc, run, set_params
+from conftest import TINY_DATA, dvc, run, set_params
 
 ENTRY = exclusions.Exclusion
 
@@ -86,12 +85,6 @@ def test_the_list_is_a_filter_dependency_through_dvc(repo):
     assert ("error: data/exclude.csv: PetImages/Dog/99999.jpg is not a class image of "
             "data/raw/kagglecatsanddogs_5340.zip") in result.stderr
     assert "Traceback" not in result.stderr
-
-
-def test_the_default_list_is_the_one_dvc_yaml_gives_the_filter():
-    filter_stage = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]["filter"]
-    assert f"--exclude {exclusions.EXCLUDE_FILE}" in filter_stage["cmd"]
-    assert exclusions.EXCLUDE_FILE in filter_stage["deps"]
 
 
 @pytest.mark.parametrize("text, message", [

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 from catsdogs.commands import experiments
-from catsdogs.data import exclusions
 from catsdogs.entry import run_main
 
 
@@ -88,7 +87,7 @@ def main(argv=None) -> None:
     review.add_argument("--accept-top", type=int, metavar="K", help="append the first K candidates of each kind")
     review.add_argument("--kind", nargs="+", choices=["label", "non_pet", "duplicate"],
                         help="with --accept-top: only these kinds")
-    review.add_argument("--exclude", default=exclusions.EXCLUDE_FILE, help="the exclusion list (the filter's)")
+    review.add_argument("--exclude", default="data/exclude.csv", help="the exclusion list (the filter's)")
     review.add_argument("--out", default="review", help="where the report goes")
     review.add_argument("--folds", type=int, help="cross-validation folds for the training subset (default: 2)")
     review.add_argument("--epochs", type=int, help="epochs of each fold's model (default: `epochs`)")

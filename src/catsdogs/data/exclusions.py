@@ -17,8 +17,6 @@ from catsdogs import atomic, tables
 from catsdogs.data import archive
 from catsdogs.errors import UserError
 
-EXCLUDE_FILE = "data/exclude.csv"  # the default; dvc.yaml names it as the filter's dependency
-
 
 @dataclass(frozen=True)
 class Exclusion:
