@@ -15,8 +15,9 @@ Training variants, one process each, on the same data and the same model size:
 Images/s are steady state: the median epoch after the first (which compiles), timed up to the epoch's
 validation pass. Compare them as ratios. (a) and (b) also print their final validation accuracy.
 
-`--widths tutorial` keeps the real model and params.yaml's recipe; other widths take the demo's recipe
-(learning rate 1e-3, BatchNormalization momentum 0.9). The GPU measurement of the issue:
+The defaults are the demo's sizes (configs/demo.yaml). `--widths tutorial` keeps the real model and
+params.yaml's recipe; other widths take the demo's recipe (its `train` and `model.bn_momentum`). The GPU
+measurement of the issue:
     python benchmarks/benchmark.py --photos PHOTOS_180.tar --size 180 \
         --widths tutorial --batch-size 128 --epochs 25 --backend jax
 
@@ -44,6 +45,10 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+# The demo's sizes and recipe are the defaults here, read from the demo's own file, never restated.
+DEMO = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text(encoding="utf-8"))
+DEMO_WIDTHS = ",".join(map(str, [DEMO["model"]["entry_width"], *DEMO["model"]["block_widths"],
+                                 DEMO["model"]["exit_width"]]))
 sys.path.insert(0, str(ROOT / "src"))
 from catsdogs import history  # noqa: E402 - the project's sources, as for the runs below
 # the project's sources first, then whatever PYTHONPATH already holds (packages installed with --target)
@@ -84,12 +89,15 @@ def write_params(folder: Path, args, images_per_class: int, size: int, epochs: i
         p["download"].update(source="url", url=str(zipped), size=None, sha256=None)
     else:
         p["download"].update(source="synthetic")
-    p["download"]["synthetic"].update(images_per_class=images_per_class, side_range=[max(size, 64), max(size, 64) + 32])
+    low, high = DEMO["download"]["synthetic"]["side_range"]  # the demo's range, moved up to at least `size`
+    p["download"]["synthetic"].update(images_per_class=images_per_class,
+                                      side_range=[max(size, low), max(size, low) + high - low])
     p["data"].update(image_size=[size, size], batch_size=args.batch_size)
     if args.widths != "tutorial":
         widths = [int(w) for w in args.widths.split(",")]
-        p["model"].update(entry_width=widths[0], block_widths=widths[1:-1], exit_width=widths[-1], bn_momentum=0.9)
-        p["train"].update(learning_rate=1e-3)
+        p["model"].update(entry_width=widths[0], block_widths=widths[1:-1], exit_width=widths[-1],
+                          bn_momentum=DEMO["model"]["bn_momentum"])
+        p["train"].update(DEMO["train"])
     p["train"].update(backend=args.backend, precision=args.precision)
     (folder / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
 
@@ -291,13 +299,13 @@ def main() -> None:
     parser.add_argument("--photos", type=Path, help="a tar of real photos (PetImages/<class>/N.jpg) instead of "
                         "synthetic images (docs/speed.md: how to make one from the archive)")
     parser.add_argument("--photo-copies", type=int, default=1, help="each photo this many times (other names)")
-    parser.add_argument("--images-per-class", type=int, default=1000)
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--widths", default="16,32,64,128,256",
+    parser.add_argument("--images-per-class", type=int, default=DEMO["download"]["synthetic"]["images_per_class"])
+    parser.add_argument("--size", type=int, default=DEMO["data"]["image_size"][0])
+    parser.add_argument("--widths", default=DEMO_WIDTHS,
                         help="entry, blocks..., exit (with the demo's recipe), or 'tutorial' (the real model and recipe)")
     parser.add_argument("--backend", choices=["tensorflow", "jax"], default="tensorflow")
     parser.add_argument("--precision", default="auto", help="train.precision of (b), and of (c); (a) is float32")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=DEMO["data"]["batch_size"])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rss-images", type=int, default=0, help="images per class for the RSS run (0: skip)")
     parser.add_argument("--dvc-images", type=int, default=0, help="images per class for the DVC run (0: skip)")

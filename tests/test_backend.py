@@ -1,4 +1,5 @@
-"""catsdogs.backend: TensorFlow's C++ notices hidden from a stage's output, unless the user asks for them."""
+"""catsdogs.backend: TensorFlow's C++ notices hidden from a stage's output, unless the user asks for them; the
+precision policy; the backend to read a model with."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import textwrap
 
 import pytest
 
+from catsdogs import backend
+from catsdogs.errors import UserError
 from conftest import ENV, ROOT
 
 pytest.importorskip("tensorflow")
@@ -66,3 +69,49 @@ def test_the_stages_children_do_not_take_the_quieting_for_the_users_choice():
     result = run(env)
     assert "All log messages before absl::InitializeLog()" not in result.stderr
     assert os.environ.get("CATSDOGS_QUIETED_NATIVE_LOGS") is None  # this test process was never quieted
+
+
+# --- the dtype policy of `train.precision` ------------------------------------------------------------
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16", "mixed_float16"])
+def test_an_explicit_precision_is_the_policy(precision):
+    assert backend.precision_policy(precision) == precision
+
+
+@pytest.mark.parametrize("kind, bfloat16, policy", [
+    (None, False, "float32"),  # a CPU: float32, bit-for-bit repeatable
+    ("tpu", False, "mixed_bfloat16"),
+    ("gpu", True, "mixed_bfloat16"),  # Ampere and later
+    ("gpu", False, "mixed_float16"),
+])
+def test_auto_precision_follows_the_accelerator(monkeypatch, kind, bfloat16, policy):
+    monkeypatch.setattr(backend, "accelerator", lambda: kind)
+    monkeypatch.setattr(backend, "_gpu_supports_bfloat16", lambda: bfloat16)
+    assert backend.precision_policy("auto") == policy
+
+
+def test_auto_precision_on_this_machine():
+    expected = "float32" if backend.accelerator() is None else ("mixed_bfloat16", "mixed_float16")
+    assert backend.precision_policy("auto") in expected
+
+
+def test_the_backend_to_read_a_model_with_is_the_users_choice_before_what_is_installed():
+    program = "import sys; from catsdogs import backend; print(backend.available(), 'keras' in sys.modules)"
+    env = {k: v for k, v in ENV.items() if k != "KERAS_BACKEND"}
+    chosen = subprocess.run([sys.executable, "-c", program], env=env | {"KERAS_BACKEND": "jax"}, cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert chosen.stdout.split() == ["jax", "False"], chosen.stderr  # and Keras not imported to find out
+    found = subprocess.run([sys.executable, "-c", program], env=env, cwd=ROOT, capture_output=True, text=True,
+                           timeout=120)
+    assert found.stdout.split()[0] == "tensorflow", found.stderr  # TensorFlow first when installed
+
+
+def test_a_backend_other_than_the_one_keras_was_imported_with_is_refused():
+    import keras
+
+    other = "jax" if keras.backend.backend() == "tensorflow" else "tensorflow"
+    before = os.environ.get("KERAS_BACKEND")
+    with pytest.raises(UserError, match=f"Keras was already imported with the {keras.backend.backend()} backend, "
+                                        f"not {other}: choose the backend before importing Keras"):
+        backend.select(other)
+    assert os.environ.get("KERAS_BACKEND") == before  # refused before anything changed

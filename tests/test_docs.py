@@ -6,6 +6,10 @@
 - Every relative link points to a file that exists (and, with `#anchor`, to a heading in it).
 - No document points into a `shared/` folder: a user's clone has none.
 - The README fits on a few screens.
+- The figures that come from the code or the config are the code's: the demo's sizes (configs/demo.yaml and
+  the synthetic plan), predict's start-up (one figure), the locked packages (pyproject.toml's dev extra).
+- Every module, source path and `file.py` they name exists, and tutorial.md's table of the code lists every
+  module in its folder.
 
 The committed params come from conftest (not the workspace's params.yaml, which `catsdogs demo` rewrites).
 """
@@ -181,3 +185,153 @@ def test_broken_links_and_shared_folders_are_caught(tmp_path):
     assert SHARED.search("python benchmarks/benchmark.py --photos ../shared/data/sample.tar")
     assert SHARED.search("see `shared/docs/measuring.md`")
     assert not SHARED.search("dvc remote modify --local local url /mnt/shared/catsdogs-dvc")
+
+
+# --- figures that come from the code and the config ---------------------------------------------------
+
+DEMO_TEXT = (ROOT / "configs" / "demo.yaml").read_text(encoding="utf-8")
+
+
+def merged(base: dict, overrides: dict) -> dict:
+    """`base` with `overrides` applied key by key, as `dvc exp run -S` applies the demo's."""
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = merged(base.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def demo_facts() -> dict:
+    """The demo's figures that the docs state, each computed from configs/demo.yaml over params.yaml."""
+    from catsdogs.data import synthetic
+
+    demo = merged(committed_params(), yaml.safe_load(DEMO_TEXT))
+    generated = demo["download"]["synthetic"]
+    odd = synthetic.plan(images_per_class=generated["images_per_class"], side_range=generated["side_range"],
+                         pathology_rate=generated["pathology_rate"], seed=generated["seed"])
+    undecodable = sum(synthetic.PATHOLOGIES[kind]["decode"] is not None for kind in odd.values())
+    images = 2 * generated["images_per_class"]
+    height, width = demo["data"]["image_size"]
+    return {"images": images, "images_per_class": generated["images_per_class"], "undecodable": undecodable,
+            "kept": images - undecodable, "pathology_rate": generated["pathology_rate"], "epochs": demo["epochs"],
+            "height": height, "width": width, "batch_size": demo["data"]["batch_size"],
+            "entry_width": demo["model"]["entry_width"], "exit_width": demo["model"]["exit_width"],
+            "bn_momentum": demo["model"]["bn_momentum"],
+            # as written in configs/demo.yaml (1.0e-3), which the docs quote
+            "learning_rate": re.search(r"^\s+learning_rate:\s*(\S+)", DEMO_TEXT, re.M).group(1)}
+
+
+DEMO_PHRASES = [
+    ("README.md", "generates {images:,} images"),
+    ("README.md", "{pathology_rate:.0%} of them odd"),
+    ("README.md", "drops the {undecodable} that do not decode"),
+    ("README.md", "for {epochs} epochs at {height}×{width}"),
+    ("docs/workflows.md", "({kept:,} images, {height}×{width}, widths {entry_width}–{exit_width}, batch {batch_size})"),
+    ("docs/workflows.md", "After `catsdogs demo` ({epochs} epochs)"),
+    ("docs/workflows.md", "the demo ({images:,} synthetic images of which {kept:,} kept, {epochs} checkpoints)"),
+    ("docs/workflows.md", "(the demo has {images_per_class})"),
+    ("docs/params.md", "a {height}×{width} `data.image_size` with `data.batch_size: {batch_size}`"),
+    ("docs/params.md", "`model.bn_momentum: {bn_momentum}`"),
+    ("docs/params.md", "the demo uses {bn_momentum}"),
+    ("docs/params.md", "`train.learning_rate: {learning_rate}`"),
+    ("docs/review.md", "The demo (`configs/demo.yaml`: {images:,} images, {height}×{width}, {epochs} epochs)"),
+]
+
+
+@pytest.mark.parametrize("doc, phrase", DEMO_PHRASES, ids=[f"{d}: {p}" for d, p in DEMO_PHRASES])
+def test_the_docs_state_the_demo_as_configs_demo_yaml_makes_it(doc, phrase):
+    text = " ".join((ROOT / doc).read_text(encoding="utf-8").split())  # a phrase may wrap across lines
+    expected = phrase.format(**demo_facts())
+    assert expected in text, f"{doc} should say {expected!r} (from configs/demo.yaml and the synthetic plan)"
+
+
+def test_predicts_start_up_is_one_figure_in_the_readme_and_export_md():
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    table = (ROOT / "docs" / "export.md").read_text(encoding="utf-8")
+    onnx = re.search(r"^\| ONNX \(onnxruntime\) \| ([\d.]+ s) \|", table, re.M).group(1)
+    keras_file = re.search(r"^\| `\.keras` \(TensorFlow\) \| ([\d.]+ s) \|", table, re.M).group(1)
+    assert f"on the ONNX file and starts in {onnx};" in readme
+    assert f"takes {keras_file} to start on the `.keras` file" in readme
+
+
+def requirement_names(extra: str, project: dict) -> set[str]:
+    """Every requirement of an extra of pyproject.toml, through the extras it includes, and the base's."""
+    names = set()
+    for requirement in project["optional-dependencies"][extra] + project["dependencies"]:
+        name = re.match(r"[A-Za-z0-9_.-]+", requirement).group(0)
+        included = re.search(r"\[([\w,]+)\]", requirement)
+        if name == project["name"] and included:
+            for inner in included.group(1).split(","):
+                names |= requirement_names(inner, project)
+        else:
+            names.add(name)
+    return names
+
+
+def test_environment_md_names_every_package_of_the_dev_extra():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    named = set(re.findall(r"`([A-Za-z0-9_.-]+)`", (ROOT / "docs" / "environment.md").read_text(encoding="utf-8")))
+    missing = sorted(requirement_names("dev", project) - named)
+    assert not missing, f"docs/environment.md's list of what is locked lacks {missing}"
+
+
+# --- the code the docs name exists --------------------------------------------------------------------
+
+SOURCE = ROOT / "src"
+MODULE_NAME = re.compile(r"(?<![\w./-])catsdogs(?:\.[a-z_]\w*)+")
+SOURCE_PATH = re.compile(r"(?<![\w./-])src/catsdogs/[\w/]*\.py\b")
+BARE_FILE = re.compile(r"`([\w-]+\.py)`")
+PYTHON_FILES = {path.name for folder in ("src", "tests", "benchmarks", "tools") for path in (ROOT / folder).rglob("*.py")}
+
+
+def unknown_code(text: str) -> list[str]:
+    """Dotted module names (catsdogs.training.model.build), source paths and `file.py` names in a text that
+    name nothing in the repository (an old module, a function gone)."""
+    unknown = [path for path in SOURCE_PATH.findall(text) if not (ROOT / path).is_file()]
+    unknown += [name for name in BARE_FILE.findall(text) if name not in PYTHON_FILES]
+    for name in MODULE_NAME.findall(text):
+        parts = name.split(".")
+        for n in range(len(parts), 0, -1):  # the longest prefix that is a module or a package
+            base = SOURCE.joinpath(*parts[:n])
+            file = base.with_suffix(".py") if base.with_suffix(".py").is_file() else base / "__init__.py"
+            if file.is_file():
+                break
+        rest = parts[n:]
+        if rest and not re.search(rf"^(?:def |class )?{rest[0]}\b", file.read_text(encoding="utf-8"), re.M):
+            unknown.append(name)
+    return sorted(set(unknown))
+
+
+@pytest.mark.parametrize("doc", DOCS + [ROOT / "metrics" / "README.md"], ids=relative)
+def test_every_module_and_source_file_the_docs_name_exists(doc):
+    unknown = unknown_code(doc.read_text(encoding="utf-8"))
+    assert not unknown, f"{relative(doc)} names code that does not exist (moved or renamed?): {unknown}"
+
+
+def test_the_code_check_catches_an_old_module_path():
+    assert unknown_code("`catsdogs.livelog`, `catsdogs.training.model.no_such`, `src/catsdogs/model.py`, "
+                        "`monitor.py`") == ["catsdogs.livelog", "catsdogs.training.model.no_such", "monitor.py",
+                                            "src/catsdogs/model.py"]
+    assert unknown_code("`catsdogs.training.model.inference_model`, `src/catsdogs/stages/train.py`, "
+                        "`catsdogs.serving`, `figures.py`") == []
+
+
+def tutorial_modules() -> set[str]:
+    """The modules of tutorial.md's table of the code, as paths under src/catsdogs/."""
+    text = (ROOT / "docs" / "tutorial.md").read_text(encoding="utf-8")
+    section = text[text.index("## The code"):]
+    listed, folder = set(), ""
+    for row in re.findall(r"^\| (.+?) \|", section, re.M):
+        heading = re.fullmatch(r"\*\*(?:`(\w+)/`|base)\*\*.*", row)
+        if heading:
+            folder = f"{heading.group(1)}/" if heading.group(1) else ""
+        listed |= {folder + name for name in re.findall(r"`(\w+\.py)`", row)}
+    return listed
+
+
+def test_the_tutorials_table_of_the_code_lists_every_module_in_its_folder():
+    modules = {path.relative_to(SOURCE / "catsdogs").as_posix() for path in (SOURCE / "catsdogs").rglob("*.py")
+               if path.name != "__init__.py"}
+    listed = tutorial_modules()
+    assert listed == modules, f"docs/tutorial.md: add {sorted(modules - listed)}, remove {sorted(listed - modules)}"

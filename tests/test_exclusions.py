@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 
@@ -84,3 +85,21 @@ def test_the_list_is_a_filter_dependency_through_dvc(repo):
     assert ("error: data/exclude.csv: PetImages/Dog/99999.jpg is not a class image of "
             "data/raw/kagglecatsanddogs_5340.zip") in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", None),  # an empty file lists nothing
+    ("\ufeffmember, reason ,who,when\r\nPetImages/Cat/1.jpg,no pet,,\r\n,,,\r\n", None),  # a spreadsheet's
+    ("member,reason\nPetImages/Cat/1.jpg,x\n", "columns ['member', 'reason'] are not ['member', 'reason', 'who', "
+     "'when']: member and reason are required, who and when may be empty"),
+    ("member,reason,who,when\n\nPetImages/Cat/1.jpg,x\n", "line 3: 2 values where 4 columns"),
+    ("member,reason,who,when\n,x,,\n", "line 2: empty member"),
+])
+def test_read_takes_what_a_person_may_save_and_names_the_line_of_a_mistake(tmp_path, text, message):
+    path = tmp_path / "exclude.csv"
+    path.write_text(text, encoding="utf-8", newline="")
+    if message is None:
+        assert [e.member for e in exclusions.read(path)] == (["PetImages/Cat/1.jpg"] if text else [])
+    else:
+        with pytest.raises(UserError, match=re.escape(f"{path}{': ' if message.startswith('columns') else ', '}{message}")):
+            exclusions.read(path)

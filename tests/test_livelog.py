@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from catsdogs import history, tables
+from catsdogs.errors import UserError
 from catsdogs.training import callbacks
 
 EPOCHS = 4
@@ -66,6 +67,10 @@ def test_writes_dvclive_files_each_epoch_and_the_summary(tmp_path):
     assert summary["step"] == EPOCHS and summary["final"]["val_loss"] == pytest.approx(rows[-1]["val_loss"], abs=1e-6)
     assert summary == {**history.summarize(rows, IMAGES), "step": EPOCHS}
     assert all(row["images_per_second"] == pytest.approx(IMAGES / row["train_seconds"], rel=1e-3) for row in rows)
+    assert all(0 < row["train_seconds"] <= row["seconds"] for row in rows)  # the epoch without its validation
+    assert all(row["learning_rate"] == pytest.approx(1e-2) for row in rows)  # the optimizer's, as fit() set it
+    assert all(0.05 < row["system/ram_gb"] < 1024 and 0 <= row["system/cpu_percent"] <= 100
+               and 0 <= row["system/train_cpu_percent"] for row in rows)  # GB and percent, not bytes or fractions
 
 
 def test_an_interrupted_run_resumes_with_each_epoch_once_and_the_same_numbers(tmp_path):
@@ -103,6 +108,45 @@ def test_prune_keeps_the_epochs_before_the_first_one_trained_again(tmp_path):
         {"epoch": 1, "loss": 1.0, "system/ram_gb": 0.5}]
     history.prune(tmp_path / "live", 1)
     assert not list((tmp_path / "live").rglob("*.tsv"))
+
+
+def test_the_summary_is_the_last_epoch_the_steady_speed_and_the_best_epoch_by_validation_accuracy():
+    """Epoch 2 is the best, epoch 4 the last, epoch 1 the slowest (it compiles): each number from its own rule."""
+    columns = ["epoch", "val_acc", "val_loss", "acc", "loss", "train_seconds", "seconds"]
+    rows = [dict(zip(columns, values)) for values in [(1, 0.6, 0.9, 0.5, 1.0, 10.0, 12.0),
+                                                       (2, 0.9, 0.3, 0.8, 0.4, 2.0, 3.0),
+                                                       (3, 0.8, 0.4, 0.85, 0.35, 4.0, 5.0),
+                                                       (4, 0.7, 0.5, 0.9, 0.3, 3.0, 4.5)]]
+    assert history.summarize(rows, 300) == {
+        "final": {"val_acc": 0.7, "val_loss": 0.5, "acc": 0.9, "loss": 0.3},
+        "train_images_per_second": 100.0,  # 300 images / the median of 2, 4 and 3 seconds, not counting epoch 1
+        "seconds": 24.5,
+        "best": {"epoch": 2, "val_acc": 0.9, "val_loss": 0.3, "acc": 0.8, "loss": 0.4},
+    }
+    assert history.summarize(rows[:1], 300)["train_images_per_second"] == 30.0  # one epoch: its own speed
+
+
+def test_an_epoch_missing_from_one_history_is_an_error_not_a_short_row(tmp_path):
+    live = history.open_live(tmp_path)
+    for epoch in (1, 2):
+        live.step = epoch
+        live.log_metric("loss", 0.5)
+        if epoch == 1:
+            live.log_metric("acc", 0.5)
+        live.next_step()
+    with pytest.raises(UserError, match=r"epoch\(s\) \[2\] lack some metrics: rerun the train stage"):
+        history.read_history(tmp_path, ["loss", "acc"])
+
+
+def test_a_damaged_history_file_names_the_file_and_the_line(tmp_path):
+    path = history.history_file(tmp_path, "loss")
+    path.parent.mkdir(parents=True)
+    path.write_text("step\tval\n1\t0.5\n")
+    with pytest.raises(UserError, match=r"loss.tsv: columns \['step', 'val'\] are not \['step', 'loss'\]: rerun"):
+        history.read_history(tmp_path, ["loss"])
+    path.write_text("step\tloss\n1\t0.5\n2\tnan?\n")
+    with pytest.raises(UserError, match=r"loss.tsv, line 3: \['2', 'nan\?'\] are not an epoch and a number"):
+        history.read_history(tmp_path, ["loss"])
 
 
 class Terminal(io.StringIO):

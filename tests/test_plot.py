@@ -15,6 +15,7 @@ from PIL import Image
 
 from catsdogs import history, params, tables
 from catsdogs.data import splits
+from catsdogs.errors import UserError
 from catsdogs.evaluation import figures, metrics
 from catsdogs.training import model as model_lib
 from catsdogs.stages import plot
@@ -59,9 +60,9 @@ def prediction_rows(data: splits.Split, wrong_every: int | None):
     for n, i in enumerate(data.val):
         actual = int(data.labels[i])
         predicted = 1 - actual if wrong_every and n % wrong_every == 0 else actual
-        confidence = round(0.55 + 0.4 * n / len(data.val), 4)
-        score = confidence if predicted == 1 else round(1 - confidence, 4)
-        rows.append([data.paths[i], data.class_names[actual], data.class_names[predicted], confidence, score])
+        probability = round(0.55 + 0.4 * n / len(data.val), 4)
+        positive = probability if predicted == 1 else round(1 - probability, 4)
+        rows.append([data.paths[i], data.class_names[actual], data.class_names[predicted], probability, positive])
     return rows
 
 
@@ -180,9 +181,77 @@ def test_failed_diagram_falls_back_on_the_summary(inputs, tmp_path, monkeypatch)
     assert_png(target)
 
 
-def test_roc_is_a_placeholder_without_two_classes(tmp_path):
-    figures.save(figures.roc([], [], ["Bird", "Cat", "Dog"]), tmp_path / "roc.png")
+def texts(fig) -> list[str]:
+    return [t.get_text() for t in fig.texts]
+
+
+@pytest.mark.parametrize("curve, names, says", [
+    ([], ["Bird", "Cat", "Dog"], "No ROC curve: it needs two classes, the images have 3"),
+    ([], ["Cat", "Dog"], "No ROC curve: the ROC file has no rows"),
+])
+def test_roc_is_a_placeholder_without_two_classes_or_a_curve(tmp_path, curve, names, says):
+    fig = figures.roc(curve, [], names)
+    assert not fig.axes and texts(fig) == [says]
+    figures.save(fig, tmp_path / "roc.png")
     assert_png(tmp_path / "roc.png")
+
+
+def evaluation(inputs: Inputs, predictions: Path | None = None):
+    """The evaluate stage's two CSVs, read as the plot stage reads them."""
+    return (plot.read_csv(predictions or inputs.predictions, "evaluate", tables.PREDICTIONS),
+            plot.read_csv(inputs.roc, "evaluate", tables.ROC))
+
+
+def test_roc_draws_the_curve_with_the_auc_of_the_positive_class(inputs):
+    predictions, curve = evaluation(inputs)
+    [ax] = figures.roc(curve, predictions, ["Cat", "Dog"]).axes
+    model_line, chance = ax.lines
+    assert list(model_line.get_xdata()) == [float(r["fpr"]) for r in curve]
+    assert list(model_line.get_ydata()) == [float(r["tpr"]) for r in curve]
+    dog = np.array([r["actual"] == "Dog" for r in predictions])
+    auc = metrics.roc_auc(dog, np.array([float(r["positive_probability"]) for r in predictions]))
+    assert auc != pytest.approx(0.5) and model_line.get_label() == f"model (AUC = {auc:.4f})"
+    assert ax.get_title() == "ROC curve (Dog as the positive class)"
+    assert list(chance.get_xdata()) == [0, 1] == list(chance.get_ydata())
+
+
+def test_training_curves_draw_each_metric_per_epoch(inputs):
+    rows = history.read_history(inputs.log)
+    loss, accuracy = figures.training_curves(rows).axes
+    for ax, key in ((loss, "loss"), (accuracy, "acc")):
+        training, validation = ax.lines
+        assert list(training.get_xdata()) == [1, 2, 3] == list(validation.get_xdata())
+        assert list(training.get_ydata()) == [r[key] for r in rows]
+        assert list(validation.get_ydata()) == [r[f"val_{key}"] for r in rows]
+    assert (loss.get_ylabel(), accuracy.get_ylabel()) == ("loss", "accuracy")
+
+
+def test_the_confusion_matrix_counts_actual_rows_by_predicted_columns(inputs):
+    predictions, _ = evaluation(inputs)
+    [ax] = figures.confusion_matrix(predictions, ["Cat", "Dog"]).axes
+    expected = np.zeros((2, 2), dtype=int)
+    for r in predictions:
+        expected[["Cat", "Dog"].index(r["actual"]), ["Cat", "Dog"].index(r["predicted"])] += 1
+    assert expected[0, 1] and expected[1, 0]  # both kinds of error occur: a transposed matrix would differ
+    np.testing.assert_array_equal(ax.images[0].get_array(), expected)
+    assert sorted(int(t.get_text()) for t in ax.texts) == sorted(expected.flat)
+
+
+def test_most_wrong_shows_the_most_confident_errors_first(inputs):
+    predictions, _ = evaluation(inputs)
+    shown = []
+    fig = figures.most_wrong(predictions, lambda path: shown.append(path) or np.zeros((4, 4, 3), np.uint8))
+    wrong = sorted((r for r in predictions if r["actual"] != r["predicted"]),
+                   key=lambda r: -float(r["probability"]))
+    assert shown == [r["path"] for r in wrong]
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == [f"{r['actual']} → {r['predicted']} ({float(r['probability']):.2f})" for r in wrong]
+
+
+def test_the_sample_grid_titles_each_image_with_its_class(inputs, tmp_path):
+    fig = figures.image_grid([np.zeros((4, 4, 3), np.uint8)] * 4, ["Cat", "Dog", "Cat", "Dog"])
+    assert [ax.get_title() for ax in fig.axes] == ["Cat", "Dog", "Cat", "Dog", "", ""]  # 2 rows of 3
+    assert [len(ax.images) for ax in fig.axes] == [1, 1, 1, 1, 0, 0]
 
 
 def test_a_missing_training_history_names_the_train_stage(inputs, tmp_path, capsys):
@@ -194,3 +263,31 @@ def test_a_missing_training_history_names_the_train_stage(inputs, tmp_path, caps
     missing = history.history_file(tmp_path / "live", tables.EPOCH_METRICS[0])
     assert f"{missing} not found: run the train stage first" in capsys.readouterr().err
     assert not (tmp_path / "plots").exists()
+
+
+def wrong_rows(count: int) -> list[dict]:
+    return [{"path": f"Cat/{n}.jpg", "actual": "Cat", "predicted": "Dog", "probability": f"{0.5 + n / 100:.2f}",
+             "positive_probability": f"{0.5 + n / 100:.2f}"} for n in range(count)]
+
+
+def test_most_wrong_shows_at_most_one_grid(inputs):
+    shown = []
+    fig = figures.most_wrong(wrong_rows(12), lambda path: shown.append(path) or np.zeros((4, 4, 3), np.uint8))
+    assert shown == [f"Cat/{n}.jpg" for n in range(11, 2, -1)]  # the 9 most confident, most confident first
+    assert fig.get_suptitle() == "Most confidently wrong validation images (9 shown)"
+
+
+def test_predictions_naming_a_class_the_model_lacks_is_a_user_error():
+    with pytest.raises(UserError, match="predictions name class\\(es\\) Bird that the image folder lacks "
+                                        "\\(Cat, Dog\\): rerun the evaluate stage"):
+        figures.confusion_matrix(wrong_rows(1) + [wrong_rows(1)[0] | {"actual": "Bird"}], ["Cat", "Dog"])
+
+
+def test_the_augmented_grid_shows_nine_different_augmentations_of_one_image(inputs):
+    p = params.load()
+    original = picture(np.random.default_rng(0))
+    fig = figures.augmented(original, p.train.augment, p.seed)
+    shown = [ax.images[0].get_array() for ax in fig.axes]
+    assert len(shown) == 9 and all(image.shape == original.shape for image in shown)
+    assert len({image.tobytes() for image in shown}) > 1 and any(
+        not np.array_equal(image, original) for image in shown)  # the augmentation ran

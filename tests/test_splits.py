@@ -53,7 +53,16 @@ def test_read_split_refuses_a_foreign_or_missing_file(tmp_path):
     with pytest.raises(UserError, match="columns .* are not .*: rerun the train stage"):
         splits.read(tmp_path / "split.csv", ["Cat", "Dog"])
     (tmp_path / "split.csv").write_text("path,class,subset,sha256\nBird/1.jpg,Bird,train,00\n")
-    with pytest.raises(UserError, match="unknown class or subset Bird"):
+    with pytest.raises(UserError, match="split.csv, line 2: class 'Bird' is not one of 'Cat', 'Dog': rerun the train"):
+        splits.read(tmp_path / "split.csv", ["Cat", "Dog"])
+    (tmp_path / "split.csv").write_text("path,class,subset,sha256\nCat/1.jpg,Cat,val,00\n")
+    with pytest.raises(UserError, match="line 2: subset 'val' is not one of 'train', 'validation'"):
+        splits.read(tmp_path / "split.csv", ["Cat", "Dog"])
+    (tmp_path / "split.csv").write_text("path,class,subset,sha256\nCat/1.jpg,Cat,train\n")
+    with pytest.raises(UserError, match="line 2: 3 values where 4 columns"):
+        splits.read(tmp_path / "split.csv", ["Cat", "Dog"])
+    (tmp_path / "split.csv").write_text("path,class,subset,sha256\nCat/1.jpg,Cat,train,00\nCat/1.jpg,Cat,validation,00\n")
+    with pytest.raises(UserError, match="split.csv: Cat/1.jpg is listed twice: rerun the train stage"):
         splits.read(tmp_path / "split.csv", ["Cat", "Dog"])
     with pytest.raises(UserError, match="the split file is missing"):
         splits.read(tmp_path / "nothing.csv", ["Cat", "Dog"])

@@ -41,7 +41,7 @@ def select(backend: str, jax_cache: str | os.PathLike | None = None) -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def installed() -> str:
+def available() -> str:
     """The backend to read a model with outside the pipeline: KERAS_BACKEND if set, else TensorFlow if it
     imports, else JAX (`catsdogs predict` with only the jax extra installed)."""
     if "keras" in sys.modules:

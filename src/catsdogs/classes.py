@@ -2,7 +2,8 @@
 
 The one owner of two rules every stage and runtime relies on: a two-class model has a single logit (the
 tutorial's sigmoid output), and for two classes, class 1 (the second name in label order) is the
-positive one: its probability is the score of the ROC curve and the "probability" of predictions.
+positive one (POSITIVE): its probability is the score of the ROC curve, the `positive_probability` of
+metrics/predictions.csv, and what precision, recall and F1 are of.
 """
 
 from __future__ import annotations

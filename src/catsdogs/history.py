@@ -36,11 +36,6 @@ def column(name: str) -> str:
     return name.rsplit("/", 1)[-1]
 
 
-def read_tsv(path: Path) -> list[dict]:
-    with path.open(newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f, delimiter="\t"))
-
-
 def read_history(live_dir: Path, names=tables.EPOCH_METRICS) -> list[dict]:
     """One dict per epoch, in order: {"epoch": 1, "loss": 0.69, ...} for every metric in `names`."""
     epochs: dict[int, dict] = {}
@@ -48,11 +43,14 @@ def read_history(live_dir: Path, names=tables.EPOCH_METRICS) -> list[dict]:
         path = history_file(live_dir, name)
         if not path.is_file():
             raise UserError(f"{path} not found: run the train stage first")
-        for row in read_tsv(path):
-            if STEP not in row or column(name) not in row:
-                raise UserError(f"{path}: not a DVCLive history ({STEP} and {column(name)} columns): "
-                                "rerun the train stage")
-            epochs.setdefault(int(row[STEP]), {"epoch": int(row[STEP])})[name] = float(row[column(name)])
+        for line, row in tables.read(path, [STEP, column(name)], "rerun the train stage", delimiter="\t",
+                                     numbered=True):
+            try:
+                epoch, value = int(row[STEP]), float(row[column(name)])
+            except ValueError:
+                raise UserError(f"{path}, line {line}: {list(row.values())} are not an epoch and a number: "
+                                "rerun the train stage") from None
+            epochs.setdefault(epoch, {"epoch": epoch})[name] = value
     rows = [epochs[e] for e in sorted(epochs)]
     incomplete = [row["epoch"] for row in rows if len(row) != len(names) + 1]
     if incomplete:

@@ -24,7 +24,6 @@ chosen candidates to the exclusion list (catsdogs.data.exclusions); then `dvc re
 
 from __future__ import annotations
 
-import csv
 import datetime
 import getpass
 import hashlib
@@ -82,13 +81,10 @@ def read_inputs(directory: Path, split_file: Path, classes_file: Path, predictio
         raise UserError(f"{classes_file}: the review needs two classes, not {class_names!r}")
     data = splits.read_unchanged(directory, split_file, class_names)
     try:
-        with predictions_file.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames != tables.PREDICTIONS:
-                raise UserError(f"{predictions_file}: columns {reader.fieldnames} are not {tables.PREDICTIONS}")
-            score = {row["path"]: float(row["score"]) for row in reader}
+        rows = tables.read(predictions_file, tables.PREDICTIONS, "run `dvc repro` first")
     except FileNotFoundError:
         raise UserError(f"{predictions_file}: predictions not found (run `dvc repro` first)") from None
+    score = {row["path"]: float(row["positive_probability"]) for row in rows}
     val_paths = [data.paths[i] for i in data.val]
     if sorted(score) != sorted(val_paths):
         raise UserError(f"{predictions_file} does not list exactly the validation images of {split_file}: "
@@ -430,12 +426,7 @@ def run(directory: Path, split_file: Path, classes_file: Path, predictions_file:
 
 def read_candidates(path: Path) -> list[dict]:
     try:
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames != tables.CANDIDATES:
-                raise UserError(f"{path}: columns {reader.fieldnames} are not {tables.CANDIDATES}: "
-                                "run `catsdogs review` again")
-            return list(reader)
+        return tables.read(path, tables.CANDIDATES, "run `catsdogs review` again")
     except FileNotFoundError:
         raise UserError(f"{path}: no review report (run `catsdogs review` first)") from None
 

@@ -40,12 +40,23 @@ HIDDEN = "hidden folder"
 NOT_AN_IMAGE = "not an image file name"
 
 
+def is_absolute(name: str) -> bool:
+    """A name rooted anywhere but in the archive (/etc/x, a Windows share, C:x): the one rule, for the
+    archive's members and the exclusion list's."""
+    return name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":")
+
+
+def climbs_out(name: str) -> bool:
+    """A name with a '..' part, with either slash as the separator (zip tools on Windows write '\\')."""
+    return ".." in PurePosixPath(name.replace("\\", "/")).parts
+
+
 def unsafe_name(name: str) -> str | None:
     """Why a member's name must never be written (absolute, or climbing out with '..'), or None.
     Zip and tar members alike (catsdogs.data.sources)."""
-    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+    if is_absolute(name):
         return "absolute path"
-    if ".." in PurePosixPath(name.replace("\\", "/")).parts:
+    if climbs_out(name):
         return "path escapes the archive ('..')"
     return None
 

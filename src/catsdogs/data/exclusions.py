@@ -11,12 +11,11 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from catsdogs import atomic, tables
+from catsdogs.data import archive
 from catsdogs.errors import UserError
-
-EXCLUDE_FILE = "data/exclude.csv"  # the default; dvc.yaml names it as the filter's dependency
 
 
 @dataclass(frozen=True)
@@ -31,12 +30,13 @@ class Exclusion:
 
 
 def unsafe(member: str) -> str | None:
-    """Why a listed name can never be an archive member's, or None."""
-    if member.startswith(("/", "\\")) or (len(member) > 1 and member[1] == ":"):
+    """Why a listed name can never be an archive member's, or None (archive.py's rules, and no backslash:
+    the filter lists members by their '/' names)."""
+    if archive.is_absolute(member):
         return "is an absolute path"
     if "\\" in member:
         return "contains a backslash (archive members use '/')"
-    if ".." in PurePosixPath(member).parts:
+    if archive.climbs_out(member):
         return "climbs out with '..'"
     return None
 
@@ -46,26 +46,17 @@ def read(path: str | Path) -> list[Exclusion]:
     in the pipeline DVC itself stops when a dependency is missing."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")  # a spreadsheet may have saved it with a BOM
+        if not path.stat().st_size:
+            return []
+        rows = tables.read(path, tables.EXCLUDE, "member and reason are required, who and when may be empty",
+                           numbered=True)
     except FileNotFoundError:
         return []
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: unreadable exclusion list ({exc})") from None
-    rows = list(csv.reader(io.StringIO(text)))
-    if not rows:
-        return []
-    header = [cell.strip() for cell in rows[0]]
-    if header != tables.EXCLUDE:
-        raise UserError(f"{path}: columns {header} are not {tables.EXCLUDE} (member and reason required, "
-                        "who and when may be empty)")
     entries, seen = [], set()
-    for number, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue  # a blank line
-        if len(row) != len(tables.EXCLUDE):
-            raise UserError(f"{path}, line {number}: {len(row)} values where {len(tables.EXCLUDE)} columns "
-                            f"({', '.join(tables.EXCLUDE)}) are expected (quote a value that holds a comma)")
-        entry = Exclusion(*(cell.strip() for cell in row))
+    for number, row in rows:
+        entry = Exclusion(*(cell.strip() for cell in row.values()))
         if not entry.member:
             raise UserError(f"{path}, line {number}: empty member")
         why = unsafe(entry.member)

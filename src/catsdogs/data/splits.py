@@ -8,7 +8,6 @@ never move when the data changes and metrics of two data versions stay comparabl
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -75,36 +74,30 @@ def assign(directory: str | os.PathLike, validation_split: float, seed: int, met
     )
 
 
-def write(path: str | os.PathLike, directory: str | os.PathLike, data: Split) -> None:
+def write(path: str | os.PathLike, directory: str | os.PathLike, split: Split) -> None:
     """The split the model was trained on, as a file: every image's class, subset and content hash.
 
     Evaluate and plot read this file, not the image folder: DVC then checks the folder's 25,000 files once
     per `dvc repro` (for train) instead of three times, and the hashes still make the file, and so the
     stages after it, change whenever an image they read changes.
     """
-    digests = content_digests(directory, data.paths)
+    digests = content_digests(directory, split.paths)
     atomic.write_csv(path, tables.SPLIT, (
-        [data.paths[i], data.class_names[data.labels[i]], subset, digests[i]]
-        for subset, indices in zip(tables.SUBSETS, (data.train, data.val)) for i in indices
+        [split.paths[i], split.class_names[split.labels[i]], subset, digests[i]]
+        for subset, indices in zip(tables.SUBSETS, (split.train, split.val)) for i in indices
     ))
 
 
 def read(path: str | os.PathLike, class_names: list[str]) -> tuple[Split, list[str]]:
     """The Split written by `write` (the same subsets, in the same order), and each path's hash."""
-    path = Path(path)
     try:
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames != tables.SPLIT:
-                raise UserError(f"{path}: columns {reader.fieldnames} are not {tables.SPLIT}: rerun the train stage")
-            rows = list(reader)
+        rows = tables.read(path, tables.SPLIT, "rerun the train stage", values={"class": class_names})
     except FileNotFoundError:
         raise UserError(f"{path}: the split file is missing (the train stage writes it)") from None
-    unknown = (sorted({r["class"] for r in rows} - set(class_names))
-               + sorted({r["subset"] for r in rows} - set(tables.SUBSETS)))
-    if unknown:
-        raise UserError(f"{path}: unknown class or subset {', '.join(unknown)} (classes: {', '.join(class_names)})")
     paths = sorted(r["path"] for r in rows)
+    twice = next((a for a, b in zip(paths, paths[1:]) if a == b), None)
+    if twice is not None:
+        raise UserError(f"{path}: {twice} is listed twice: rerun the train stage")
     position = {p: i for i, p in enumerate(paths)}
     labels = np.zeros(len(paths), dtype=np.int32)
     digests = [""] * len(paths)
@@ -122,9 +115,9 @@ def read_unchanged(directory: str | os.PathLike, split_file: str | os.PathLike, 
     the stages after train)."""
     if not Path(directory).is_dir():
         raise UserError(f"{directory}: cleaned image folder not found (run the filter stage first)")
-    data, digests = read(split_file, class_names)
-    verify(directory, data.paths, digests, split_file)
-    return data
+    split, digests = read(split_file, class_names)
+    verify(directory, split.paths, digests, split_file)
+    return split
 
 
 def verify(directory: str | os.PathLike, paths: list[str], digests: list[str], split_file) -> None:

@@ -2,7 +2,8 @@
 ROC curve, the most confidently wrong validation images and the model's architecture.
 
 Every random choice is seeded and matplotlib's files carry no version tag, so the same inputs give the same
-PNGs. Keras is imported only inside the functions that need it, after the stage has chosen the backend.
+PNGs, except architecture.png: Graphviz draws it where it is installed (its version decides the pixels), the
+model summary otherwise. Keras is imported only inside the functions that need it, after the stage has chosen the backend.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from catsdogs import atomic
+from catsdogs import atomic, classes
 from catsdogs.data import splits
 from catsdogs.evaluation import metrics
 from catsdogs.errors import UserError
@@ -64,9 +65,9 @@ def text_figure(text: str, monospace: bool = False) -> Figure:
     return fig
 
 
-def training_sample(data: splits.Split, seed: int) -> np.ndarray:
+def training_sample(split: splits.Split, seed: int) -> np.ndarray:
     """Nine training images picked with the seed (the tutorial shows its first shuffled batch)."""
-    return np.random.default_rng(seed).choice(data.train, size=min(GRID * GRID, len(data.train)), replace=False)
+    return np.random.default_rng(seed).choice(split.train, size=min(GRID * GRID, len(split.train)), replace=False)
 
 
 def augmented(picture: np.ndarray, augment_params, seed: int) -> Figure:
@@ -121,33 +122,34 @@ def confusion_matrix(predictions: list[dict], class_names: list[str]) -> Figure:
 
 
 def roc(curve: list[dict], predictions: list[dict], class_names: list[str]) -> Figure:
-    """The AUC comes from the scores with catsdogs.evaluation.metrics, so it is the number the evaluate stage reports."""
+    """The AUC comes from the positive class's probabilities with catsdogs.evaluation.metrics, so it is the
+    number the evaluate stage reports."""
     if len(class_names) != 2:
         return text_figure(f"No ROC curve: it needs two classes, the images have {len(class_names)}")
     if not curve:
         return text_figure("No ROC curve: the ROC file has no rows")
-    positive = label_indices(predictions, "actual", class_names) == 1
-    auc = metrics.roc_auc(positive, np.asarray([float(r["score"]) for r in predictions]))
+    positive = label_indices(predictions, "actual", class_names) == classes.POSITIVE
+    auc = metrics.roc_auc(positive, np.asarray([float(r["positive_probability"]) for r in predictions]))
     fig = Figure(figsize=(6, 6), layout="constrained")
     ax = fig.subplots()
     ax.plot([float(r["fpr"]) for r in curve], [float(r["tpr"]) for r in curve], label=f"model (AUC = {auc:.4f})")
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01), aspect="equal",
-           title=f"ROC curve ({class_names[1]} as the positive class)")
+           title=f"ROC curve ({class_names[classes.POSITIVE]} as the positive class)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     return fig
 
 
 def most_wrong(predictions: list[dict], picture) -> Figure:
-    """Sorted by confidence, then path, so ties cannot reorder the grid between runs; `picture(path)` decodes
+    """Sorted by the predicted class's probability, then path, so ties cannot reorder the grid between runs; `picture(path)` decodes
     one validation image."""
     wrong = [r for r in predictions if r["actual"] != r["predicted"]]
     if not wrong:
         return text_figure("No misclassified validation image")
-    wrong = sorted(wrong, key=lambda r: (-float(r["confidence"]), r["path"]))[: GRID * GRID]
+    wrong = sorted(wrong, key=lambda r: (-float(r["probability"]), r["path"]))[: GRID * GRID]
     pictures = [picture(r["path"]) for r in wrong]
-    titles = [f"{r['actual']} → {r['predicted']} ({float(r['confidence']):.2f})" for r in wrong]
+    titles = [f"{r['actual']} → {r['predicted']} ({float(r['probability']):.2f})" for r in wrong]
     return image_grid(pictures, titles, f"Most confidently wrong validation images ({len(wrong)} shown)")
 
 

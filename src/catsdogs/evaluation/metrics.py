@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from catsdogs import classes
+
 
 def roc_curve(positive: np.ndarray, score: np.ndarray):
     """(fpr, tpr, thresholds) over every distinct score, highest first, starting at (0, 0)."""
@@ -34,7 +36,7 @@ def roc_auc(positive: np.ndarray, score: np.ndarray) -> float:
 
 
 def classification(labels: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict:
-    """Accuracy, precision, recall, F1 (of class 1 for two classes, macro-averaged for more), ROC AUC,
+    """Accuracy, precision, recall, F1 (of classes.POSITIVE for two classes, macro-averaged for more), ROC AUC,
     the image count and per-class accuracy."""
     predicted = probs.argmax(axis=1)
     num_classes = len(class_names)
@@ -45,7 +47,7 @@ def classification(labels: np.ndarray, probs: np.ndarray, class_names: list[str]
         recall.append(tp / max(np.sum(labels == c), 1))
         f1.append(2 * precision[-1] * recall[-1] / max(precision[-1] + recall[-1], 1e-12))
         auc.append(roc_auc(labels == c, probs[:, c]))
-    pick = (lambda values: values[1]) if num_classes == 2 else (lambda values: float(np.nanmean(values)))
+    pick = (lambda values: values[classes.POSITIVE]) if num_classes == 2 else (lambda values: float(np.nanmean(values)))
     return {
         "accuracy": round(float(np.mean(predicted == labels)), 6),
         "precision": round(float(pick(precision)), 6),

@@ -150,7 +150,7 @@ def kind_of(path: Path) -> str:
 def _keras(path: Path) -> Runner:
     from catsdogs import backend
 
-    backend.select(backend.installed())
+    backend.select(backend.available())
     from catsdogs.training import model as model_lib
 
     model = model_lib.load(path)

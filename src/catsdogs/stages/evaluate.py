@@ -57,11 +57,11 @@ def main(argv=None) -> None:
     predicted = probs.argmax(axis=1)
     binary = len(class_names) == 2
     atomic.write_csv(args.predictions, tables.PREDICTIONS, (
-        [data.paths[i], class_names[y], class_names[k], f"{probs[n, k]:.6f}", f"{probs[n, 1]:.6f}" if binary else ""]
+        [data.paths[i], class_names[y], class_names[k], f"{probs[n, k]:.6f}", f"{probs[n, classes.POSITIVE]:.6f}" if binary else ""]
         for n, (i, y, k) in enumerate(zip(data.val, labels, predicted))
     ))
     if binary:
-        fpr, tpr, thresholds = metrics.roc_curve(labels == 1, probs[:, 1])
+        fpr, tpr, thresholds = metrics.roc_curve(labels == classes.POSITIVE, probs[:, classes.POSITIVE])
         curve = ([f"{a:.6f}", f"{b:.6f}", f"{min(t, 1.0):.6f}"] for a, b, t in zip(fpr, tpr, thresholds))
     else:
         curve = []

@@ -8,7 +8,6 @@ model's architecture (catsdogs.evaluation.figures draws them). Every figure is d
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from catsdogs.errors import UserError
 
 log = logging.getLogger("plot")
 
-PARAMS = ("seed", "data.image_size", "train.augment", "train.backend")  # dvc.yaml's plot params equal these
+PARAMS = ("seed", "train.augment", "train.backend")  # dvc.yaml's plot params equal these
 
 
 def require(path: Path, stage: str) -> Path:
@@ -32,12 +31,7 @@ def require(path: Path, stage: str) -> Path:
 
 
 def read_csv(path: Path, stage: str, columns) -> list[dict]:
-    with require(path, stage).open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in columns if c not in (reader.fieldnames or [])]
-        if missing:
-            raise UserError(f"{path}: missing column(s) {', '.join(missing)}: rerun the {stage} stage")
-        return list(reader)
+    return tables.read(require(path, stage), columns, f"rerun the {stage} stage")
 
 
 @run_main
@@ -63,7 +57,7 @@ def main(argv=None) -> None:
     model = model_lib.load(args.model)
     class_names = model_lib.load_classes(args.classes, model)
     data, digests = splits.read(args.split, class_names)
-    out, size = args.out, tuple(p.data.image_size)
+    out, size = args.out, tuple(model.input_shape[1:3])  # the model is the truth after training
     digest = dict(zip(data.paths, digests))
 
     def picture(path: str) -> np.ndarray:
