@@ -186,3 +186,25 @@ def test_a_real_user_error_ends_the_process_with_2_and_one_line():
     """)
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == "error: params.yaml: file not found (run from the repository root)\n"
+
+
+def test_a_program_logs_its_own_info_lines_but_not_tensorflows():
+    """A stage's log lines are INFO and are printed; TensorFlow's INFO (a SavedModel's "Assets written to" a
+    temporary folder) is not; its warnings still are."""
+    program = textwrap.dedent("""
+        import logging
+        from catsdogs.entry import run_main
+
+        @run_main
+        def main():
+            logging.getLogger("export").info("exported to models/export")
+            logging.getLogger("tensorflow").info("Assets written to: models/.export.tmp/savedmodel/assets")
+            logging.getLogger("tensorflow").warning("a real warning")
+
+        main()
+    """)
+    result = subprocess.run([sys.executable, "-c", program], env=CHILD_ENV, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "exported to models/export" in result.stderr and "a real warning" in result.stderr
+    assert "Assets written" not in result.stderr

@@ -46,6 +46,8 @@ def run_main(main):
         if argv is None:
             backend.quiet_native_logs()
         logging.basicConfig(level=logging.INFO, format="%(message)s")
+        # TensorFlow's own INFO lines (a SavedModel's "Assets written to" a temporary folder) are not news
+        logging.getLogger("tensorflow").setLevel(logging.WARNING)
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             signal.signal(signal.SIGINT, _on_sigint)
             sys.unraisablehook = _unraisable
