@@ -186,10 +186,10 @@ def texts(fig) -> list[str]:
 
 
 @pytest.mark.parametrize("curve, names, says", [
-    ([], ["Bird", "Cat", "Dog"], "No ROC curve: it needs two classes, the images have 3"),
+    ([], ["Bird", "Cat", "Dog"], "No ROC curve: the ROC file has no rows"),
     ([], ["Cat", "Dog"], "No ROC curve: the ROC file has no rows"),
 ])
-def test_roc_is_a_placeholder_without_two_classes_or_a_curve(tmp_path, curve, names, says):
+def test_roc_is_a_placeholder_without_a_curve(tmp_path, curve, names, says):
     fig = figures.roc(curve, [], names)
     assert not fig.axes and texts(fig) == [says]
     figures.save(fig, tmp_path / "roc.png")
@@ -235,6 +235,36 @@ def test_the_confusion_matrix_counts_actual_rows_by_predicted_columns(inputs):
     assert expected[0, 1] and expected[1, 0]  # both kinds of error occur: a transposed matrix would differ
     np.testing.assert_array_equal(ax.images[0].get_array(), expected)
     assert sorted(int(t.get_text()) for t in ax.texts) == sorted(expected.flat)
+
+
+def test_roc_of_more_classes_is_the_evaluate_stages_mean_curve_with_its_area(tmp_path):
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    probs = np.array([[0.7, 0.2, 0.1], [0.3, 0.4, 0.3], [0.2, 0.7, 0.1],
+                      [0.5, 0.3, 0.2], [0.1, 0.3, 0.6], [0.2, 0.2, 0.6]])
+    fpr, tpr = metrics.macro_roc_curve(labels, probs)
+    curve = plot.read_csv(write_csv(tmp_path / "roc.csv", tables.ROC, ((f"{a:.6f}", f"{b:.6f}", "") for a, b in
+                                                                         zip(fpr, tpr))), "evaluate", tables.ROC)
+    [ax] = figures.roc(curve, [], ["Lynx", "Puma", "Tabby"]).axes
+    model_line, _ = ax.lines
+    np.testing.assert_allclose(model_line.get_xdata(), fpr, atol=1e-6)
+    np.testing.assert_allclose(model_line.get_ydata(), tpr, atol=1e-6)
+    auc = metrics.classification(labels, probs, ["Lynx", "Puma", "Tabby"])["roc_auc"]
+    assert auc != pytest.approx(1.0) and model_line.get_label() == f"model (AUC = {auc:.4f})"
+    assert ax.get_title() == "ROC curve (mean of the 3 one-vs-rest curves)"
+
+
+def test_the_confusion_matrix_of_ten_classes_counts_each_pair_and_names_them_tilted(tmp_path):
+    names = [f"class_{c}" for c in range(10)]
+    rows = [{"path": f"{a}/{b}.jpg", "actual": names[a], "predicted": names[b], "probability": "0.5",
+             "positive_probability": ""} for a in range(10) for b in range(10) for _ in range((a + 2 * b) % 3)]
+    fig = figures.confusion_matrix(rows, names)
+    [ax] = fig.axes
+    expected = np.fromfunction(lambda a, b: (a + 2 * b) % 3, (10, 10), dtype=int)
+    np.testing.assert_array_equal(ax.images[0].get_array(), expected)
+    assert [t.get_text() for t in ax.get_xticklabels()] == names == [t.get_text() for t in ax.get_yticklabels()]
+    assert all(t.get_rotation() == 45 for t in ax.get_xticklabels())
+    figures.save(fig, tmp_path / "confusion_matrix.png")
+    assert_png(tmp_path / "confusion_matrix.png")
 
 
 def test_most_wrong_shows_the_most_confident_errors_first(inputs):
