@@ -145,7 +145,9 @@ def main(argv=None) -> None:
 
     best = commands.add_parser("best", help="rank the experiments by a metric; apply or branch the best")
     best.add_argument("--metric", default=experiments.DEFAULT_METRIC,
-                      help="path:key, or a key found in one metrics file (default: %(default)s)")
+                      help="path:key, or a key found in one metrics file: accuracy, f1 (the second class's "
+                      "for two classes, the macro average for more), macro.f1, per_class_f1.CLASS, ... "
+                      "(default: %(default)s)")
     order = best.add_mutually_exclusive_group()
     order.add_argument("--min", dest="lower", action="store_true", default=None, help="lower is better "
                        "(the default for a loss or seconds)")
