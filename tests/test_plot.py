@@ -321,3 +321,50 @@ def test_the_augmented_grid_shows_nine_different_augmentations_of_one_image(inpu
     assert len(shown) == 9 and all(image.shape == original.shape for image in shown)
     assert len({image.tobytes() for image in shown}) > 1 and any(
         not np.array_equal(image, original) for image in shown)  # the augmentation ran
+
+
+def test_the_evaluate_and_plot_stages_on_three_classes(inputs, tmp_path, monkeypatch):
+    """Three classes end to end through the two stages: a model of stock layers that reads an image's main colour
+    (the mean of each channel, times 6, is a class's logit), images of each colour, some of them ambiguous."""
+    import json
+
+    from catsdogs.stages import evaluate
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text((inputs.root / "params.yaml").read_text())
+    names, channel = ["Blue", "Green", "Red"], [2, 1, 0]
+    rng = np.random.default_rng(0)
+    images = tmp_path / "images"
+    for c, name in enumerate(names):
+        (images / name).mkdir(parents=True)
+        for i in range(10):
+            pixel = rng.uniform(0, 150, 3)
+            pixel[channel[c]] = rng.uniform(90, 255)
+            Image.fromarray(np.full((12, 12, 3), pixel, dtype=np.uint8)).save(images / name / f"{i}.png")
+    dense = keras.layers.Dense(3)
+    inputs_layer = keras.Input((16, 16, 3), dtype="uint8")
+    model = keras.Model(inputs_layer, dense(keras.layers.GlobalAveragePooling2D()(
+        keras.layers.Rescaling(1 / 255)(inputs_layer))))
+    dense.set_weights([6 * np.eye(3)[channel].T, np.zeros(3)])  # class c's logit: 6 x the mean of its channel
+    model.save(tmp_path / "model.keras")
+    (tmp_path / "classes.json").write_text(json.dumps(names))
+    splits.write(tmp_path / "split.csv", images, splits.assign(images, 0.5, 1))
+    common = ["--model", "model.keras", "--classes", "classes.json", "--split", "split.csv"]
+    evaluate.main([str(images), *common, "--metrics", "metrics.json", "--predictions", "predictions.csv",
+                   "--roc", "roc.csv", "--image-cache", "cache"])
+
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    assert summary["images"] == 15 and set(summary["per_class_f1"]) == set(names)
+    assert summary["macro"]["f1"] == summary["f1"] and 0.5 < summary["accuracy"] < 1  # some errors, mostly right
+    rows = plot.read_csv(tmp_path / "predictions.csv", "evaluate", tables.PREDICTIONS)
+    assert {r["positive_probability"] for r in rows} == {""} and {r["actual"] for r in rows} == set(names)
+    curve = plot.read_csv(tmp_path / "roc.csv", "evaluate", tables.ROC)
+    assert {r["threshold"] for r in curve} == {""}
+    fpr, tpr = (np.array([float(r[k]) for r in curve]) for k in ("fpr", "tpr"))
+    assert metrics.area(fpr, tpr) == pytest.approx(summary["roc_auc"], abs=1e-5)
+
+    plot.main([str(images), "--live", str(inputs.log), "--predictions", "predictions.csv", "--roc", "roc.csv",
+               *common, "--out", "plots"])
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == sorted(FIGURES)
+    for name in FIGURES:
+        assert_png(tmp_path / "plots" / name)
