@@ -109,7 +109,8 @@ def test_three_class_summary_per_class_and_macro_by_hand():
     summary = metrics.classification(labels, probs, ["a", "b", "c"])
     # predicted a, b, c, a: a precision 1/2, b 1, c 1; recall 1, 1, 1/2
     assert summary["per_class_precision"] == {"a": 0.5, "b": 1.0, "c": 1.0}
-    assert summary["per_class_f1"] == {"a": pytest.approx(2 / 3, abs=1e-6), "b": 1.0, "c": pytest.approx(2 / 3, abs=1e-6)}
+    two_thirds = pytest.approx(2 / 3, abs=1e-6)
+    assert summary["per_class_f1"] == {"a": two_thirds, "b": 1.0, "c": two_thirds}
     assert summary["macro"]["precision"] == summary["precision"] == pytest.approx(2.5 / 3, abs=1e-6)
     assert summary["macro"]["f1"] == summary["f1"] == pytest.approx((2 / 3 + 1 + 2 / 3) / 3, abs=1e-6)
     # a: 0.8 against 0.2, 0.1, 0.6 -> 1; b: 0.7 against 0.1, 0.1, 0.2 -> 1; c: 0.8, 0.2 against 0.1, 0.1 -> 1

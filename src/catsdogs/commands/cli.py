@@ -122,10 +122,10 @@ def main(argv=None) -> None:
     demo.add_argument("dvc_args", nargs=argparse.REMAINDER, help="more `dvc exp run` arguments, after --")
     demo.set_defaults(func=_demo)
 
-    reviewer = commands.add_parser("review", help="find likely label errors, non-pet images and train/validation "
-                                   "near-duplicates; accept them into the exclusion list")
+    reviewer = commands.add_parser("review", help="find likely label errors, images unlike the others (non_pet) and "
+                                   "train/validation near-duplicates; accept them into the exclusion list")
     reviewer.add_argument("--accept", nargs="+", default=[], metavar="MEMBER",
-                          help="append these candidates (PetImages/Cat/1.jpg) to the exclusion list")
+                          help="append these candidates (their `member` in the report) to the exclusion list")
     reviewer.add_argument("--accept-top", type=int, metavar="K", help="append the first K candidates of each kind")
     reviewer.add_argument("--kind", nargs="+", choices=tables.CANDIDATE_KINDS,
                           help="with --accept-top: only these kinds")

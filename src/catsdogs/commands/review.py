@@ -5,8 +5,9 @@ Three kinds of candidates (tables.CANDIDATE_KINDS), each ranked, most suspect fi
 - `label`: the given class is likely wrong. cleanlab's confident learning (`cleanlab.filter.find_label_issues`)
   on out-of-sample probabilities of every class, ranked by the probability of the given class
   (self-confidence). The validation subset's come from the trained model, as in the evaluate stage (whose
-  metrics/predictions.csv must list the same images); the training subset's from a K-fold cross-validation of the pipeline's own model and recipe on the training subset (each image
-  predicted by a model that never saw it): with 2 folds about the cost of the train stage once.
+  metrics/predictions.csv must list the same images); the training subset's from a K-fold
+  cross-validation of the pipeline's own model and recipe on the training subset (each image predicted by a
+  model that never saw it): with 2 folds about the cost of the train stage once.
 - `non_pet`: a picture unlike the others. cleanlab's out-of-distribution score
   (`cleanlab.outlier.OutOfDistribution`: the mean distance to the k nearest neighbours) of every image's
   embedding, the trained model's pooled features: flagged beyond Q3 + 1.7 IQR of those distances (the

@@ -67,8 +67,8 @@ def macro_roc_curve(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, 
 
 def classification(labels: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict:
     """Accuracy, precision, recall, F1 (of classes.POSITIVE for two classes, macro-averaged for more), ROC AUC,
-    the image count, per-class accuracy (each class's recall) and the loss (the mean cross-entropy); then, for any number of classes, the macro
-    averages (`macro`) and each class's precision, F1 and one-vs-rest ROC AUC. A macro average skips a class
+    the image count, per-class accuracy (each class's recall) and the loss (the mean cross-entropy); then, for
+    any number of classes, the macro averages (`macro`) and each class's precision, F1 and one-vs-rest ROC AUC. A macro average skips a class
     whose AUC is undefined (absent from the labels); that class's own AUC is null."""
     predicted = probs.argmax(axis=1)
     num_classes = len(class_names)

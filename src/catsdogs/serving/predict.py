@@ -82,7 +82,8 @@ def _read(file: Path, max_pixels: int) -> tuple[bytes | None, str | None]:
         return None, f"unreadable: {exc.strerror or exc}"
 
 
-def predict(paths, model_path, classes_path=None, max_pixels: int | None = None, top: int | None = None) -> list[Result]:
+def predict(paths, model_path, classes_path=None, max_pixels: int | None = None,
+            top: int | None = None) -> list[Result]:
     """One Result per file, in input order; unreadable files carry an error instead of probabilities.
     `model_path`: a .keras file, a SavedModel folder or an .onnx file; `classes_path`: the class names
     (default: the metadata file beside the model, else classes.json beside it). `max_pixels`: larger images
