@@ -7,7 +7,7 @@ drop. The layout can be another's: any 2 to 12 class names, a zip or a .tar.gz, 
 
 The classes differ only in the outline of one figure: "Cat" (the first class) has pointed ears on top of
 its head, "Dog" (the second) has rounded ears hanging at the sides; further classes have round ears on top
-or none, and from the fifth on a hexagonal or diamond-shaped head (EARS, HEADS). Background, colours, position,
+or none, and from the fifth on a diamond-shaped or triangular head (EARS, HEADS). Background, colours, position,
 scale, rotation, clutter, noise and JPEG quality are drawn from the same distributions for every class, so a
 model has to learn the shape; no colour or brightness statistic gives the label away (the first two classes'
 figures also cover the same area on average).
@@ -47,8 +47,8 @@ FORMAT, TOP_FOLDER = SYNTHETIC_FORMATS[0], SYNTHETIC_TOP_FOLDER
 # position // 4 (params.SYNTHETIC_MAX_CLASSES = 12 figures).
 EARS = ("pointed ears on top of its head", "rounded ears hanging at the sides", "round ears on top of its head",
         "no ears")
-HEADS = ("a round head", "a hexagonal head", "a diamond-shaped head")
-_HEAD_POINTS = (24, 6, 4)
+HEADS = ("a round head", "a diamond-shaped head", "a triangular head")
+_HEAD_POINTS = (24, 4, 3)
 
 
 def figure(label: int) -> str:
@@ -244,7 +244,7 @@ def _figure(rng: np.random.Generator, label: int) -> tuple[list[np.ndarray], lis
             cx, cy = side * (rx + 0.05 + 0.2 * lean), -0.35 * ry + length
             polygons.append(_ellipse(cx, cy, DOG_EAR_WIDTH, length, angle=-side * (0.25 + lean)))
         elif ear == 2:  # round ear on top of the head
-            polygons.append(_ellipse(side * rx * (0.6 + lean), -ry * 0.85, 0.35 * size, 0.35 * size, points=16))
+            polygons.append(_ellipse(side * rx * (0.75 + lean), -ry * 0.8, 0.45 * size, 0.45 * size, points=16))
     holes = [_ellipse(side * 0.4 * rx, eye_y, eye_r, eye_r, points=12) for side in (-1, 1)]
     return polygons, holes
 
