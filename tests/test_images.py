@@ -309,3 +309,10 @@ def test_the_filter_keeps_exactly_what_decode_turns_into_rgb(data):
     except Exception:  # noqa: BLE001 - whatever Pillow raises
         decodes = False
     assert (images.check(data, "decode", BIG) is None) == decodes
+
+
+def test_viewed_is_the_full_size_image_that_decode_resizes(tmp_path: Path):
+    path = tmp_path / "phone.png"
+    path.write_bytes(save(Image.fromarray(STORED), "PNG", exif=exif(6)))
+    image = images.viewed(path)
+    assert image.mode == "RGB" and (np.asarray(image) == np.rot90(STORED, -1)).all()

@@ -226,6 +226,15 @@ def decode_file(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
                     "and let the filter stage check it")
 
 
+def viewed(path: str | os.PathLike) -> Image.Image:
+    """A file of the cleaned folder at full size, as decode() sees it before resizing (upright, RGB): for what
+    looks at the images themselves (the review's hashes and contact sheet)."""
+    with warnings.catch_warnings(), _checked_already():
+        warnings.simplefilter("ignore")
+        with Image.open(path) as image:
+            return _rgb(image)
+
+
 def class_names(directory: str | os.PathLike) -> list[str]:
     """Class folders in Keras' order: sorted, hidden ones skipped."""
     directory = Path(directory)
