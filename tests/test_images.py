@@ -1,4 +1,5 @@
 import io
+import warnings
 import struct
 import zlib
 from pathlib import Path
@@ -170,3 +171,148 @@ def test_what_the_filter_kept_above_twice_pillows_limit_decodes_in_training(tmp_
     assert Image.MAX_IMAGE_PIXELS == images.MAX_PIXELS
     with pytest.raises(Image.DecompressionBombError):  # a file from elsewhere (catsdogs predict): Pillow's limit
         images.decode(bytes(data), (8, 8))
+
+
+# Images as they come: each kind decoded to the exact RGB a viewer shows, and kept by the filter's check
+# exactly when decode() turns it into RGB.
+
+def save(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def exif(orientation: int) -> bytes:
+    tags = Image.Exif()
+    tags[0x0112] = orientation
+    return tags.tobytes()
+
+
+def decoded(data: bytes) -> np.ndarray:
+    """decode() at the image's own (displayed) size, so nothing is resized; the filter keeps it too."""
+    assert images.check(data, "decode", BIG) is None
+    with warnings.catch_warnings(), Image.open(io.BytesIO(data)) as image:
+        warnings.simplefilter("ignore")
+        width, height = image.size
+        turned = images._orientation(image) in (5, 6, 7, 8)
+    return images.decode(data, (width, height) if turned else (height, width))
+
+
+STORED = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255]],
+                   [[255, 255, 0], [0, 255, 255], [255, 0, 255]]], dtype=np.uint8)  # 2 rows, 3 columns
+
+
+def test_16_bit_grayscale_is_scaled_to_8_bits_by_rounding_not_clipped():
+    values = np.array([[0, 128, 129, 257], [32768, 65280, 65534, 65535]], dtype=np.uint16)
+    data = save(Image.fromarray(values), "PNG")
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.mode.startswith("I")
+    expected = np.array([[0, 0, 1, 1], [128, 254, 255, 255]], dtype=np.uint8)  # round(v * 255 / 65535)
+    assert (decoded(data) == np.repeat(expected[..., None], 3, axis=2)).all()
+
+
+def test_palette_images_with_and_without_transparency():
+    palette = Image.new("P", (3, 1))
+    palette.putpalette([10, 20, 30, 200, 100, 0, 0, 0, 0] + [0] * (256 * 3 - 9))
+    palette.putdata([0, 1, 2])
+    assert decoded(save(palette, "PNG")).tolist() == [[[10, 20, 30], [200, 100, 0], [0, 0, 0]]]
+    # Index 2 transparent: it shows the background (white), not its palette colour (black).
+    for fmt in ("PNG", "GIF"):
+        assert decoded(save(palette, fmt, transparency=2)).tolist() == [[[10, 20, 30], [200, 100, 0], [255] * 3]]
+
+
+def test_transparent_pixels_are_composited_on_white():
+    rgba = Image.fromarray(np.array([[[10, 20, 30, 255], [10, 20, 30, 0], [0, 0, 0, 0]]], dtype=np.uint8))
+    assert decoded(save(rgba, "PNG")).tolist() == [[[10, 20, 30], [255] * 3, [255] * 3]]
+    assert decoded(save(rgba, "WEBP", lossless=True)).tolist() == [[[10, 20, 30], [255] * 3, [255] * 3]]
+    gray_alpha = Image.fromarray(np.array([[[40, 255], [40, 0]]], dtype=np.uint8), "LA")
+    assert decoded(save(gray_alpha, "PNG")).tolist() == [[[40] * 3, [255] * 3]]
+    assert images.BACKGROUND == (255, 255, 255)
+
+
+def test_lossless_formats_decode_to_their_exact_pixels():
+    stored = Image.fromarray(STORED)
+    for fmt, kwargs in (("PNG", {}), ("BMP", {}), ("WEBP", {"lossless": True}), ("GIF", {})):
+        assert (decoded(save(stored, fmt, **kwargs)) == STORED).all(), fmt
+    gray = Image.fromarray(np.array([[0, 77, 255]], dtype=np.uint8))
+    assert decoded(save(gray, "PNG")).tolist() == [[[0] * 3, [77] * 3, [255] * 3]]
+
+
+def test_an_animated_gif_is_its_first_frame():
+    frames = [Image.new("RGB", (4, 4), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    data = save(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
+    assert (decoded(data) == [255, 0, 0]).all()
+
+
+def test_a_cmyk_jpeg_is_converted_to_rgb():
+    red = Image.new("CMYK", (16, 16), (0, 255, 255, 0))
+    data = save(red, "JPEG", quality=95)
+    assert np.abs(decoded(data).astype(int) - [255, 0, 0]).max() <= 3
+
+
+@pytest.mark.parametrize("orientation, turn", [(1, lambda a: a), (3, lambda a: np.rot90(a, 2)),
+                                                (6, lambda a: np.rot90(a, -1)), (8, lambda a: np.rot90(a, 1)),
+                                                (2, lambda a: a[:, ::-1])])
+def test_exif_orientation_is_applied(orientation, turn):
+    """A 3x2 image stored with orientation 6 is seen turned a quarter clockwise: 2 wide, 3 high."""
+    data = save(Image.fromarray(STORED), "PNG", exif=exif(orientation))
+    array = decoded(data)
+    assert array.shape == turn(STORED).shape and (array == turn(STORED)).all()
+
+
+def test_exif_orientation_of_a_jpeg_through_draft_decoding_and_decode_file(tmp_path: Path):
+    """A phone photo: 160x40 stored, orientation 6, so 40x160 seen. Decoded to 20x80 (width x height), the draft
+    scale is chosen for the turned sides (1/2, not 1: the same pixels as the unturned file at 80x20, turned)."""
+    rng = np.random.default_rng(1)
+    stored = Image.fromarray(np.repeat(rng.integers(0, 255, (5, 20, 3), dtype=np.uint8), 8, axis=0).repeat(8, 1))
+    turned, plain = (save(stored, "JPEG", quality=90, exif=exif(o)) for o in (6, 1))
+    (tmp_path / "photo.jpg").write_bytes(turned)
+    array = images.decode_file(tmp_path / "photo.jpg", (80, 20))
+    assert array.shape == (80, 20, 3)
+    assert (array == np.rot90(images.decode(plain, (20, 80)), -1)).all()
+    assert images.check(turned, "decode", BIG) is None
+
+
+def test_a_damaged_exif_block_is_no_orientation():
+    data = save(Image.fromarray(STORED), "PNG", exif=b"Exif\x00\x00MM\x00*\xff\xff\xff\x00")
+    assert (decoded(data) == STORED).all()
+
+
+def test_images_without_orientation_decode_as_before_the_orientation_was_applied():
+    """The demo's JPEGs have no EXIF orientation: draft decoding and resizing give Pillow's pixels as before."""
+    rng = np.random.default_rng(2)
+    data = save(Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)), "JPEG")
+    with Image.open(io.BytesIO(data)) as image:
+        image.draft("RGB", (32, 24))
+        expected = image.convert("RGB").resize((32, 24), Image.BILINEAR)
+    assert (images.decode(data, (24, 32)) == np.asarray(expected)).all()
+
+
+def test_webp_is_an_image_file_name(tmp_path: Path):
+    assert ".webp" in images.IMAGE_EXTENSIONS and images.is_image_name("photo.WEBP")
+    (tmp_path / "Cat").mkdir()
+    (tmp_path / "Cat" / "a.webp").write_bytes(save(Image.fromarray(STORED), "WEBP"))
+    assert images.index(tmp_path, seed=None, shuffle=False)[0] == ["Cat/a.webp"]
+
+
+PNG = save(Image.fromarray(STORED), "PNG")
+
+
+@pytest.mark.parametrize("data", [PNG, PNG[:-20], PNG[:60], save(Image.new("RGB", (8, 8)), "JPEG")[:200],
+                                  save(Image.fromarray(STORED), "WEBP"), save(Image.fromarray(STORED), "WEBP")[:40],
+                                  b"GIF89a" + bytes(20), save(Image.new("CMYK", (8, 8)), "JPEG")[:150]])
+def test_the_filter_keeps_exactly_what_decode_turns_into_rgb(data):
+    """PNG[:-20] lost its end after all its pixels: it decodes, so it is kept."""
+    try:
+        images.decode(data, (8, 8))
+        decodes = True
+    except Exception:  # noqa: BLE001 - whatever Pillow raises
+        decodes = False
+    assert (images.check(data, "decode", BIG) is None) == decodes
+
+
+def test_viewed_is_the_full_size_image_that_decode_resizes(tmp_path: Path):
+    path = tmp_path / "phone.png"
+    path.write_bytes(save(Image.fromarray(STORED), "PNG", exif=exif(6)))
+    image = images.viewed(path)
+    assert image.mode == "RGB" and (np.asarray(image) == np.rot90(STORED, -1)).all()

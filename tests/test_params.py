@@ -253,3 +253,24 @@ def test_a_synthetic_side_too_large_to_draw_is_one_line():
     message = error_for(lambda d: d["download"]["synthetic"].update(side_range=[96, 16000]))
     assert message == ("params.yaml: download.synthetic: side_range must stay within 4096 pixels per side, "
                        "got [96, 16000]")
+
+
+@pytest.mark.parametrize("layout, message", [
+    ({"format": "rar"}, "params.yaml: download.synthetic.format = 'rar': input should be 'zip' or 'tar.gz'"),
+    ({"classes": ["Cat"]}, "params.yaml: download.synthetic: classes must be a list of 2 to 12 folder names "
+                           "(no '/', '\\', ':' or leading '.'), got ['Cat']"),
+    ({"top_folder": "a/b"}, "params.yaml: download.synthetic: top_folder must be one folder name "
+                            "(no '/', '\\', ':' or leading '.') or null, got 'a/b'"),
+    ({"classes": ["A", "B", "C"], "images_per_class": 2, "pathology_rate": 0.0, "duplicate_rate": 0.45},
+     "params.yaml: download.synthetic: duplicate_rate 0.45 asks for 3 duplicates of the 6 images, each with a good "
+     "original of its class besides; 6 are left by the other rates, room for 2: lower the rates"),
+])
+def test_a_synthetic_layout_the_generator_cannot_write_is_one_line(layout, message):
+    assert error_for(lambda d: d["download"]["synthetic"].update(layout)) == message
+
+
+def test_the_synthetic_layout_defaults_to_the_real_archives():
+    spec = params.load().download.synthetic
+    assert (spec.classes, spec.format, spec.top_folder) == (["Cat", "Dog"], "zip", "PetImages")
+    fine = dict(classes=["Pointy", "Floppy", "Round"], format="tar.gz", top_folder=None)
+    assert params.check_synthetic(10, [16, 20], 0.06, 0, **fine) == (16, 20)

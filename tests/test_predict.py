@@ -299,3 +299,25 @@ def test_class_names_that_do_not_match_the_outputs_are_refused(binary, tmp_path,
     assert code == 2
     assert err == (f"error: {tmp_path / 'classes.json'}: ['Bird', 'Cat', 'Dog'] does not match the 2 classes of "
                    f"{tmp_path / 'model.keras'}\n")
+
+
+def test_a_photo_stored_rotated_is_predicted_upright(tmp_path, capsys):
+    """A model that looks at the top half only: white there -> log(3), black -> -log(3). The photo is stored
+    with its left half white and EXIF orientation 6 (turn a quarter clockwise): upright, its top half is white."""
+    import keras
+
+    inputs = keras.Input((8, 8, 3), dtype="uint8")
+    top = keras.layers.Cropping2D(((0, 4), (0, 0)))(keras.layers.Rescaling(1 / 255)(inputs))
+    dense = keras.layers.Dense(1)
+    model = keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(top)))
+    dense.set_weights([np.full((3, 1), 2 * LOG3 / 3), np.array([-LOG3])])
+    model.save(tmp_path / "model.keras")
+    (tmp_path / "classes.json").write_text('["Cat", "Dog"]')
+    stored = np.zeros((8, 8, 3), dtype=np.uint8)  # the model's size: nothing resized, nothing blended
+    stored[:, :4] = 255
+    tags = Image.Exif()
+    tags[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "phone.png", exif=tags.tobytes())
+    code, out, err = predict(tmp_path, tmp_path / "phone.png", capsys=capsys)
+    assert (code, err) == (0, "")
+    assert out == f"{tmp_path / 'phone.png'}: This image is 25.00% cat and 75.00% dog.\n"

@@ -285,7 +285,7 @@ def test_two_candidate_roots_one_class_or_no_image_are_one_line_each(tmp_path: P
     assert one_line_error(names_listed, tmp_path, ["flowers/roses/1.jpg", "flowers/roses/2.jpg"]) == (
         f"{t}: only one class folder, roses, under flowers/<class>/: at least two classes are needed")
     assert one_line_error(names_listed, tmp_path, ["flowers/roses/1.txt", "flowers/a.jpg"]) == (
-        f"{t}: no images in class folders flowers/<class>/ (image files end in .bmp, .gif, .jpeg, .jpg, .png); "
+        f"{t}: no images in class folders flowers/<class>/ (image files end in .bmp, .gif, .jpeg, .jpg, .png, .webp); "
         "set download.root if they are elsewhere")
     empty = make_tar(tmp_path / "empty.tar", {})
     assert one_line_error(listed, empty).startswith(f"{empty}: no images in class folders <class>/ at the top")

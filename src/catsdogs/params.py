@@ -42,19 +42,48 @@ class ParamsError(UserError):
 
 SYNTHETIC_MIN_SIDE = 16  # pixels: the smallest side the synthetic figures are still drawn recognisably at
 SYNTHETIC_MAX_SIDE = 4096  # pixels: each image is drawn in memory, in float32 (about 200 MB at this side)
+# The synthetic archive's layout by default: the real archive's (its bytes are the same as before these existed).
+SYNTHETIC_CLASSES = ("Cat", "Dog")
+SYNTHETIC_TOP_FOLDER = "PetImages"
+SYNTHETIC_FORMATS = ("zip", "tar.gz")
+SYNTHETIC_MAX_CLASSES = 12  # the generator draws this many distinct figures (catsdogs.data.synthetic)
 
 
-def synthetic_count(rate: float, images_per_class: int) -> int:
-    """How many of the synthetic archive's 2 * images_per_class images a rate stands for (rounded)."""
-    return int(rate * 2 * images_per_class + 0.5)
+def synthetic_count(rate: float, images_per_class: int, num_classes: int = 2) -> int:
+    """How many of the synthetic archive's num_classes * images_per_class images a rate stands for (rounded)."""
+    return int(rate * num_classes * images_per_class + 0.5)
+
+
+def _folder_name(name) -> bool:
+    """A name that is one visible folder on every file system, which the filter does not skip."""
+    return (isinstance(name, str) and name.strip() == name and name not in ("", ".", "..", "__MACOSX")
+            and not name.startswith(".") and not any(c in name for c in '/\\:*?"<>|') and name.isprintable())
+
+
+def _check_layout(classes, format, top_folder) -> int:
+    """The synthetic archive's layout (classes, container, top folder); returns the number of classes."""
+    if (not isinstance(classes, (list, tuple)) or not 2 <= len(classes) <= SYNTHETIC_MAX_CLASSES
+            or not all(_folder_name(c) for c in classes)):
+        raise ValueError(f"classes must be a list of 2 to {SYNTHETIC_MAX_CLASSES} folder names (no '/', '\\', "
+                         f"':' or leading '.'), got {classes!r}")
+    if len({c.casefold() for c in classes}) < len(classes):
+        raise ValueError(f"classes must differ in more than case (they are folders), got {list(classes)!r}")
+    if format not in SYNTHETIC_FORMATS:
+        raise ValueError(f"format must be one of {', '.join(SYNTHETIC_FORMATS)}, got {format!r}")
+    if top_folder is not None and not _folder_name(top_folder):
+        raise ValueError(f"top_folder must be one folder name (no '/', '\\', ':' or leading '.') or null, "
+                         f"got {top_folder!r}")
+    return len(classes)
 
 
 def check_synthetic(images_per_class, side_range, pathology_rate, seed, flipped_rate=0.0, non_pet_rate=0.0,
-                    duplicate_rate=0.0) -> tuple[int, int]:
+                    duplicate_rate=0.0, *, classes=SYNTHETIC_CLASSES, format=SYNTHETIC_FORMATS[0],
+                    top_folder=SYNTHETIC_TOP_FOLDER) -> tuple[int, int]:
     """What the synthetic archive's generator accepts (download.synthetic; catsdogs.data.synthetic checks its
     arguments with it too); ValueError naming the argument otherwise. Returns the smallest and largest side."""
     if isinstance(images_per_class, bool) or not isinstance(images_per_class, int) or images_per_class < 1:
         raise ValueError(f"images_per_class must be an integer >= 1, got {images_per_class!r}")
+    n = _check_layout(classes, format, top_folder)
     try:
         low, high = side_range
     except (TypeError, ValueError):
@@ -75,18 +104,19 @@ def check_synthetic(images_per_class, side_range, pathology_rate, seed, flipped_
     for name, rate in rates.items():
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 0.5:
             raise ValueError(f"{name} must be a number in [0, 0.5), got {rate!r}")
-    # Every fault takes a good image of its own, and each duplicate a good original of its class besides: with
-    # G good images left for D duplicates, D pairs of one class fit whatever the classes' shares when 2D < G.
-    total = 2 * images_per_class
-    taken = sum(synthetic_count(rate, images_per_class) for rate in (pathology_rate, flipped_rate, non_pet_rate))
-    duplicates = synthetic_count(duplicate_rate, images_per_class)
+    # Every fault takes a good image of its own, and each duplicate a good original of its class besides. G good
+    # images left for D duplicates hold D pairs of one class whatever the classes' shares when 2D <= G - (N - 1)
+    # (at most N classes have an odd one out); for two classes that is 2D < G.
+    total = n * images_per_class
+    taken = sum(synthetic_count(rate, images_per_class, n) for rate in (pathology_rate, flipped_rate, non_pet_rate))
+    duplicates = synthetic_count(duplicate_rate, images_per_class, n)
     if taken > total:
         raise ValueError(f"pathology_rate, flipped_rate and non_pet_rate take {taken} of the {total} images: "
                          "lower them")
-    if duplicates and 2 * duplicates >= total - taken:
+    if duplicates and 2 * duplicates > total - taken - (n - 1):
         raise ValueError(f"duplicate_rate {duplicate_rate:g} asks for {duplicates} duplicates of the {total} images, "
                          f"each with a good original of its class besides; {total - taken} are left by the other "
-                         f"rates, room for {max(0, (total - taken - 1) // 2)}: lower the rates")
+                         f"rates, room for {max(0, (total - taken - n + 1) // 2)}: lower the rates")
     return low, high
 
 
@@ -107,11 +137,16 @@ class Synthetic(_Section):
     flipped_rate: float = 0.0  # share of images filed under the other class
     non_pet_rate: float = 0.0  # share of images with no figure in them
     duplicate_rate: float = 0.0  # share of images that are a re-encoded, resized, cropped copy of another
+    # The layout: class folders (one figure each), the container, the folder above the classes (None: none)
+    classes: list[str] = list(SYNTHETIC_CLASSES)
+    format: Literal[SYNTHETIC_FORMATS] = SYNTHETIC_FORMATS[0]
+    top_folder: str | None = SYNTHETIC_TOP_FOLDER
 
     @model_validator(mode="after")
     def _generator_accepts(self):
         check_synthetic(self.images_per_class, self.side_range, self.pathology_rate, self.seed, self.flipped_rate,
-                        self.non_pet_rate, self.duplicate_rate)
+                        self.non_pet_rate, self.duplicate_rate, classes=self.classes, format=self.format,
+                        top_folder=self.top_folder)
         return self
 
 

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from catsdogs import atomic, classes, tables
-from catsdogs.data import archive, exclusions, splits
+from catsdogs.data import archive, exclusions, images, splits
 from catsdogs.errors import UserError
 
 if TYPE_CHECKING:  # imported where used: `catsdogs predict` loads this module for the defaults alone
@@ -171,11 +171,9 @@ def outliers(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def perceptual_hashes(directory: Path, paths: list[str]) -> np.ndarray:
     """imagehash's 64-bit pHash of each image, as uint64, in threads (Pillow releases the GIL)."""
     import imagehash
-    from PIL import Image
 
     def phash(path: str) -> int:
-        with Image.open(directory / path) as image:
-            bits = imagehash.phash(image.convert("RGB")).hash.flatten()
+        bits = imagehash.phash(images.viewed(directory / path)).hash.flatten()
         return int("".join("1" if b else "0" for b in bits), 2)
 
     with ThreadPoolExecutor(os.cpu_count()) as pool:
@@ -279,7 +277,6 @@ def contact_sheet(rows: list[dict], directory: Path, path: Path, per_kind: int =
     """The top candidates of each kind, one row of the sheet per kind: the image with its given label and
     predicted probability; a duplicate beside its training partner."""
     from matplotlib.figure import Figure
-    from PIL import Image
 
     from catsdogs.evaluation import figures
 
@@ -305,8 +302,7 @@ def contact_sheet(rows: list[dict], directory: Path, path: Path, per_kind: int =
     for ax, (name, title) in zip(fig.subplots(grid_rows, columns, squeeze=False).flat, cells):
         ax.axis("off")
         if name:
-            with Image.open(directory / _short(name)) as image:
-                ax.imshow(np.asarray(image.convert("RGB")))
+            ax.imshow(np.asarray(images.viewed(directory / _short(name))))
         ax.set_title(title, fontsize=8)
     fig.suptitle(f"catsdogs review: top candidates per kind ({', '.join(tables.CANDIDATE_KINDS)})")
     figures.save(fig, path)

@@ -1,8 +1,9 @@
 """The one image indexer, checker and decoder.
 
-Filtering and training use the same decoder (Pillow), so "kept by the filter" means exactly "loads in
-training as a 3-channel image". The indexer lists files in the order and with the labels that
-`keras.utils.image_dataset_from_directory` uses, so the split matches the tutorial's file for file.
+Filtering, training, export and predict use the same decoder (Pillow) and the same conversion to RGB
+(`_rgb`), so "kept by the filter" means exactly "loads in training as a 3-channel image". The indexer lists
+files in the order and with the labels that `keras.utils.image_dataset_from_directory` uses, so the split
+matches the tutorial's file for file.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import PIL
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from catsdogs.errors import UserError, first_line
 
-# Keras' allow-list (keras.src.utils.image_dataset_utils.ALLOWLIST_FORMATS).
-IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+# Image file names: Keras' allow-list (keras.src.utils.image_dataset_utils.ALLOWLIST_FORMATS) and WebP, which
+# phones and browsers save. The real archive holds no .webp file, so the tutorial's split is unchanged.
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".webp")
 
 # What the filter can say about a file it drops, and what each reason means.
 REASONS = {
@@ -106,19 +108,49 @@ def _end_missing(data: bytes) -> bool:
     return False
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """3-channel 8-bit RGB. 16-bit grayscale (PNG) is scaled down to 8 bits; Pillow's own conversion would
-    clip every value above 255 to white."""
-    if image.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
-        wide = np.asarray(image).astype(np.int64)
-        image = Image.fromarray((np.clip(wide, 0, 65535) >> 8).astype(np.uint8))
+# What a transparent pixel shows through to: white, as a viewer shows it on a page. The colour stored under
+# a transparent pixel is often arbitrary (black, or what was cut out), so dropping alpha would show it.
+BACKGROUND = (255, 255, 255)
+_WITH_ALPHA = ("RGBA", "RGBa", "LA", "La", "PA")
+_SIXTEEN_BIT = ("I", "I;16", "I;16L", "I;16B", "I;16N")
+_SWAPS_SIDES = (5, 6, 7, 8)  # EXIF orientations that turn the stored image by a quarter
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1 = as stored); 1 when there is none or the EXIF block cannot be read."""
+    try:
+        return int(image.getexif().get(ExifTags.Base.Orientation, 1))
+    except Exception:  # noqa: BLE001 - a damaged EXIF block does not make the pixels unusable
+        return 1
+
+
+def _rgb(image: Image.Image, draft: tuple[int, int] | None = None) -> Image.Image:
+    """The image as a viewer shows it, as 3-channel 8-bit RGB: the first frame; its EXIF orientation applied
+    (phones store photos rotated); 16-bit values scaled to 8 bits (Pillow's own conversion would clip every
+    value above 255 to white); transparency composited on BACKGROUND; CMYK converted by Pillow.
+
+    `draft` (width, height): a JPEG is decoded at the smallest of its 1/2, 1/4, 1/8 scales not below it, as
+    seen after its orientation is applied. Without an orientation to apply the pixels are Pillow's as before.
+    """
+    orientation = _orientation(image)
+    if draft is not None:
+        image.draft("RGB", draft[::-1] if orientation in _SWAPS_SIDES else draft)
+    if 2 <= orientation <= 8:
+        image = ImageOps.exif_transpose(image)
+    if image.mode in _SIXTEEN_BIT:
+        wide = np.clip(np.asarray(image).astype(np.int64), 0, 65535)
+        image = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8))  # 65535 -> 255, 257 * k -> k
+    if image.mode in _WITH_ALPHA or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, BACKGROUND + (255,)), rgba)
     return image.convert("RGB")
 
 
 def check(data: bytes, method: str, max_pixels: int) -> str | None:
     """Why a file must be dropped, as a key of REASONS, or None to keep it.
 
-    `decode` keeps a file exactly when Pillow decodes it to pixels (what training will see). libjpeg
+    `decode` keeps a file exactly when Pillow decodes it and `_rgb` turns it into RGB pixels, as training's
+    decode() does (at full size: every pixel is decoded). libjpeg
     decodes JPEGs with damaged entropy-coded data with only a warning, which Pillow does not surface:
     those are kept, with whatever pixels libjpeg reconstructs, as they would be in training.
     """
@@ -132,7 +164,7 @@ def check(data: bytes, method: str, max_pixels: int) -> str | None:
             with Image.open(io.BytesIO(data)) as image:
                 if image.width * image.height > max_pixels:
                     return "too_large"  # decided from the header alone: the pixels are never allocated
-                _to_rgb(image).load()
+                _rgb(image).load()
     except Image.DecompressionBombError:
         return "too_large"
     except UnidentifiedImageError:
@@ -149,11 +181,23 @@ def check(data: bytes, method: str, max_pixels: int) -> str | None:
 # Part of every decoded-image cache's key (catsdogs.data.imagecache): bump it whenever decode() changes the pixels
 # it returns, and every cache, in the workspace and in queued experiments' copies alike, is decoded anew.
 # Pillow's version is part of it too, since its resizing and its JPEG decoder can change between releases.
-DECODER = f"decode-v1-pillow-{PIL.__version__}"
+# v2: EXIF orientation applied, 16-bit scaled by rounding (was: the high byte), transparency on white.
+DECODER = f"decode-v2-pillow-{PIL.__version__}"
+
+# What a caller outside the project does to an image file before the model sees it: exactly decode() (export
+# metadata, catsdogs.serving.exports).
+PREPROCESSING = ("decode the image file (JPEG, PNG, GIF: its first frame, BMP or WebP), a JPEG at the smallest of "
+                 "its 1/2, 1/4 or 1/8 scales not below the input size (Pillow's Image.draft('RGB', (width, height)), "
+                 "width and height swapped when its EXIF orientation turns it by a quarter); apply its EXIF "
+                 "orientation (Pillow's ImageOps.exif_transpose); convert it to 3-channel 8-bit RGB (16-bit values "
+                 "v scaled to round(v * 255 / 65535), transparent pixels composited on white, CMYK by Pillow's "
+                 "convert); resize it to the input's height and width, ignoring its aspect ratio, with bilinear "
+                 "filtering (Pillow's Image.BILINEAR); stack the images as one uint8 array (N, height, width, 3) "
+                 "of values 0-255: the model rescales them itself")
 
 
 def decode(data: bytes, size: tuple[int, int]) -> np.ndarray:
-    """Decode to RGB and resize to `size` (height, width) with bilinear filtering: a uint8 array.
+    """Decode to RGB (`_rgb`) and resize to `size` (height, width) with bilinear filtering: a uint8 array.
 
     JPEG's draft mode lets libjpeg scale by 1/2, 1/4 or 1/8 while decoding (never below `size`), which is
     several times faster on the real archive's 400x360 photos than decoding in full and then resizing.
@@ -162,8 +206,7 @@ def decode(data: bytes, size: tuple[int, int]) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with Image.open(io.BytesIO(data)) as image:
-            image.draft("RGB", (width, height))
-            rgb = _to_rgb(image)
+            rgb = _rgb(image, draft=(width, height))
     if rgb.size != (width, height):
         rgb = rgb.resize((width, height), Image.BILINEAR)
     return np.asarray(rgb, dtype=np.uint8)
@@ -181,6 +224,15 @@ def decode_file(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
         detail = first_line(exc)
     raise UserError(f"{path}: not an image this pipeline decodes ({detail}): remove it, or put it in the archive "
                     "and let the filter stage check it")
+
+
+def viewed(path: str | os.PathLike) -> Image.Image:
+    """A file of the cleaned folder at full size, as decode() sees it before resizing (upright, RGB): for what
+    looks at the images themselves (the review's hashes and contact sheet)."""
+    with warnings.catch_warnings(), _checked_already():
+        warnings.simplefilter("ignore")
+        with Image.open(path) as image:
+            return _rgb(image)
 
 
 def class_names(directory: str | os.PathLike) -> list[str]:

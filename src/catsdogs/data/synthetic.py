@@ -1,13 +1,16 @@
-"""An offline stand-in for the Kaggle Cats vs Dogs archive (kagglecatsanddogs_5340.zip).
+"""An offline stand-in for the Kaggle Cats vs Dogs archive (kagglecatsanddogs_5340.zip), or for a user's own.
 
-The pipeline and its tests must run without network, so this writes a zip with the real archive's layout
-(PetImages/Cat/0.jpg ..., a Thumbs.db per class, the licence PDF and readme[1].txt at the top) and with
-the real archive's kinds of odd files mixed in, so that the filter has something to drop.
+The pipeline and its tests must run without network, so this writes an archive with the real archive's
+layout by default (a zip of PetImages/Cat/0.jpg ..., a Thumbs.db per class, the licence PDF and readme[1].txt
+at the top) and with the real archive's kinds of odd files mixed in, so that the filter has something to
+drop. The layout can be another's: any 2 to 12 class names, a zip or a .tar.gz, with a top folder or none.
 
-The two classes differ only in the outline of one figure: "Cat" has pointed ears on top of its head,
-"Dog" has rounded ears hanging at the sides. Background, colours, figure area, position, scale, rotation,
-clutter, noise and JPEG quality are drawn from the same distributions for both classes, so a model has to
-learn the shape; no colour or brightness statistic gives the label away.
+The classes differ only in the outline of one figure: "Cat" (the first class) has pointed ears on top of
+its head, "Dog" (the second) has rounded ears hanging at the sides; further classes have round ears on top
+or none, and from the fifth on a diamond-shaped or triangular head (EARS, HEADS). Background, colours, position,
+scale, rotation, clutter, noise and JPEG quality are drawn from the same distributions for every class, so a
+model has to learn the shape; no colour or brightness statistic gives the label away (the first two classes'
+figures also cover the same area on average).
 
 Everything comes from the seed: the same arguments give a byte-identical archive. Each image has its own
 random stream, so an image looks the same whatever the other arguments (e.g. pathology_rate) are.
@@ -19,10 +22,14 @@ another image of its class, re-encoded, resized and slightly cropped). `faults()
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import io
 import math
 import struct
+import tarfile
 import zipfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +37,22 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from catsdogs.atomic import atomic_path
-from catsdogs.params import SYNTHETIC_MIN_SIDE, check_synthetic, synthetic_count
+from catsdogs.params import (SYNTHETIC_CLASSES, SYNTHETIC_FORMATS, SYNTHETIC_MIN_SIDE, SYNTHETIC_TOP_FOLDER,
+                             check_synthetic, synthetic_count)
 
-CLASSES = ("Cat", "Dog")
+CLASSES = SYNTHETIC_CLASSES  # the default class folders, the real archive's
+FORMAT, TOP_FOLDER = SYNTHETIC_FORMATS[0], SYNTHETIC_TOP_FOLDER
+
+# What each class's figure looks like, by its position among the classes: ears by position modulo 4, head by
+# position // 4 (params.SYNTHETIC_MAX_CLASSES = 12 figures).
+EARS = ("pointed ears on top of its head", "rounded ears hanging at the sides", "round ears on top of its head",
+        "no ears")
+HEADS = ("a round head", "a diamond-shaped head", "a triangular head")
+_HEAD_POINTS = (24, 4, 3)
+
+
+def figure(label: int) -> str:
+    return f"a figure with {HEADS[label // len(EARS)]} and {EARS[label % len(EARS)]}"
 
 # Odd files like the real archive's, with what images.check(data, "decode", ...) says about each.
 # The jfif method's outcome is left to the bytes: it keeps exactly the files with b"JFIF" near the start.
@@ -74,6 +94,7 @@ PATHOLOGIES = {
 
 # Fixed metadata so that the archive's bytes depend on the arguments only.
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+TAR_MTIME = 315532800  # ZIP_DATE in seconds since the epoch (UTC), every tar member's time
 MAX_ROTATION = math.radians(30)
 
 # Half-width of a hanging ear in head units: it makes both figures cover the same area on average
@@ -81,48 +102,80 @@ MAX_ROTATION = math.radians(30)
 DOG_EAR_WIDTH = 0.25
 
 
-def _member(label: int, index: int) -> str:
-    return f"PetImages/{CLASSES[label]}/{index}.jpg"
+class Layout:
+    """Where each class image goes: `<top_folder>/<class>/<index>.jpg`, or `<class>/<index>.jpg` without one."""
+
+    def __init__(self, classes=CLASSES, top_folder: str | None = TOP_FOLDER):
+        self.classes, self.top_folder = tuple(classes), top_folder
+
+    def folder(self, label: int) -> str:
+        return f"{self.top_folder}/{self.classes[label]}" if self.top_folder else self.classes[label]
+
+    def member(self, label: int, index: int) -> str:
+        return f"{self.folder(label)}/{index}.jpg"
+
+    def index(self, member: str) -> tuple[int, int]:
+        cls, name = member.split("/")[-2:]
+        return self.classes.index(cls), int(name.split(".")[0])
 
 
-def plan(*, images_per_class: int, side_range, pathology_rate: float, seed: int) -> dict[str, str]:
+def _shares(rng: np.random.Generator, total: int, n: int) -> list[int]:
+    """`total` split evenly between n classes; which classes get one more is drawn."""
+    counts = [total // n] * n
+    if total % n and n == 2:  # the draw the two-class archive has always made, so that its bytes stay the same
+        counts[1 - int(rng.integers(2))] += 1
+    elif total % n:
+        for label in rng.permutation(n)[: total % n]:
+            counts[int(label)] += 1
+    return counts
+
+
+def plan(*, images_per_class: int, side_range, pathology_rate: float, seed: int, classes=CLASSES,
+         top_folder: str | None = TOP_FOLDER, format: str = FORMAT) -> dict[str, str]:
     """Which members generate() will replace by odd files, without drawing anything.
 
     About pathology_rate of all images, split evenly between the classes, each kind equally often, so
     every kind appears once there are at least as many odd files as kinds.
     """
-    check_synthetic(images_per_class, side_range, pathology_rate, seed)
+    check_synthetic(images_per_class, side_range, pathology_rate, seed, classes=classes, format=format,
+                    top_folder=top_folder)
+    layout, n = Layout(classes, top_folder), len(classes)
     rng = np.random.default_rng([seed, 0])
-    total = synthetic_count(pathology_rate, images_per_class)
+    total = synthetic_count(pathology_rate, images_per_class, n)
     kinds = list(PATHOLOGIES)
     kinds = [kinds[k] for k in rng.permutation([i % len(kinds) for i in range(total)])]
-    num_cats = total // 2 + int(total % 2 and rng.integers(2))
-    members = [_member(0, int(i)) for i in sorted(rng.choice(images_per_class, num_cats, replace=False))]
-    members += [_member(1, int(i)) for i in sorted(rng.choice(images_per_class, total - num_cats, replace=False))]
+    members = []
+    for label, count in enumerate(_shares(rng, total, n)):
+        members += [layout.member(label, int(i)) for i in sorted(rng.choice(images_per_class, count, replace=False))]
     return dict(zip(members, kinds))
 
 
 # The faults a data review should find, and what each is.
 FAULTS = {
-    "flipped": "a figure of the other class, filed under this class",
+    "flipped": "a figure of another class, filed under this class",
     "non_pet": "background and clutter, no figure",
     "duplicate": "a copy of another image of its class: cropped up to 3% per side, resized by 0.8-1.2, re-encoded",
 }
 
 
 def faults(*, images_per_class: int, side_range, pathology_rate: float, seed: int, flipped_rate: float = 0.0,
-           non_pet_rate: float = 0.0, duplicate_rate: float = 0.0) -> dict[str, tuple[str, str | None]]:
+           non_pet_rate: float = 0.0, duplicate_rate: float = 0.0, classes=CLASSES,
+           top_folder: str | None = TOP_FOLDER, format: str = FORMAT) -> dict[str, tuple[str, str | None]]:
     """{member: (fault kind, the original member for a duplicate, else None)}, without drawing anything.
 
     Faults go to members that plan() leaves good, each to its own, and a duplicate's original is a good
     image of the same class with no fault either; their share is of all images, classes mixed.
     """
-    check_synthetic(images_per_class, side_range, pathology_rate, seed, flipped_rate, non_pet_rate, duplicate_rate)
-    counts = [synthetic_count(rate, images_per_class) for rate in (flipped_rate, non_pet_rate, duplicate_rate)]
+    layout_args = dict(classes=classes, format=format, top_folder=top_folder)
+    check_synthetic(images_per_class, side_range, pathology_rate, seed, flipped_rate, non_pet_rate, duplicate_rate,
+                    **layout_args)
+    layout, n = Layout(classes, top_folder), len(classes)
+    counts = [synthetic_count(rate, images_per_class, n) for rate in (flipped_rate, non_pet_rate, duplicate_rate)]
     if not any(counts):
         return {}
-    odd = plan(images_per_class=images_per_class, side_range=side_range, pathology_rate=pathology_rate, seed=seed)
-    good = [_member(label, i) for label in range(len(CLASSES)) for i in range(images_per_class)]
+    odd = plan(images_per_class=images_per_class, side_range=side_range, pathology_rate=pathology_rate, seed=seed,
+               **layout_args)
+    good = [layout.member(label, i) for label in range(n) for i in range(images_per_class)]
     good = [good[i] for i in np.random.default_rng([seed, 2]).permutation(len(good)) if good[i] not in odd]
     found: dict[str, tuple[str, str | None]] = {}
     start = 0
@@ -134,19 +187,16 @@ def faults(*, images_per_class: int, side_range, pathology_rate: float, seed: in
     for copy in [m for m, (kind, _) in found.items() if kind == "duplicate"]:
         folder = copy.rsplit("/", 1)[0] + "/"
         original = next((m for m in originals if m.startswith(folder)), None)
-        if original is None:  # its class has no good image left: the first two of the other class's make the pair
-            del found[copy]
+        if original is None:  # its class has no good image left: the first two of the first class with two make
+            del found[copy]   # the pair (params.check_synthetic's bound leaves one)
             originals.append(copy)
-            copy, original = [m for m in originals if not m.startswith(folder)][:2]
+            left = Counter(m.rsplit("/", 1)[0] for m in originals)
+            first = next(m for m in originals if left[m.rsplit("/", 1)[0]] >= 2)
+            copy, original = [m for m in originals if m.startswith(first.rsplit("/", 1)[0] + "/")][:2]
             originals.remove(copy)
         originals.remove(original)
         found[copy] = ("duplicate", original)
     return found
-
-
-def _index(member: str) -> tuple[int, int]:
-    _, cls, name = member.split("/")
-    return CLASSES.index(cls), int(name.split(".")[0])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -170,10 +220,11 @@ def _ellipse(cx, cy, rx, ry, angle=0.0, points=24):
 
 
 def _figure(rng: np.random.Generator, label: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The figure in head units (head centred on 0, y down): (filled polygons, holes punched for eyes).
+    """The figure of class `label` in head units (head centred on 0, y down): (filled polygons, holes punched
+    for eyes).
 
-    Every random number is drawn for both classes in the same order, so the classes share all the
-    parameters; only how the ears are built from them differs.
+    Every random number is drawn for every class in the same order, so the classes share all the
+    parameters; only how the head and ears are built from them differs (EARS, HEADS).
     """
     aspect = rng.uniform(0.88, 1.12)
     rx, ry = aspect, 1 / aspect
@@ -181,16 +232,19 @@ def _figure(rng: np.random.Generator, label: int) -> tuple[list[np.ndarray], lis
     splay = rng.uniform(-0.15, 0.15, size=2)  # how far each ear leans out
     eye_y, eye_r = rng.uniform(-0.15, 0.05), rng.uniform(0.09, 0.14)
 
-    polygons = [_ellipse(0, 0, rx, ry)]
+    ear = label % len(EARS)
+    polygons = [_ellipse(0, 0, rx, ry, points=_HEAD_POINTS[label // len(EARS)])]
     for side, size, lean in zip((-1, 1), ears, splay):
-        if label == 0:  # pointed ear standing on top of the head
+        if ear == 0:  # pointed ear standing on top of the head
             base = [(side * rx * math.sin(t), -ry * math.cos(t)) for t in (0.12 * math.pi, 0.38 * math.pi)]
             apex = (side * rx * (0.72 + lean), -ry - 0.9 * size)
             polygons.append(np.array([base[0], apex, base[1]]))
-        else:  # rounded ear hanging at the side of the head
+        elif ear == 1:  # rounded ear hanging at the side of the head
             length = 0.6 * size
             cx, cy = side * (rx + 0.05 + 0.2 * lean), -0.35 * ry + length
             polygons.append(_ellipse(cx, cy, DOG_EAR_WIDTH, length, angle=-side * (0.25 + lean)))
+        elif ear == 2:  # round ear on top of the head
+            polygons.append(_ellipse(side * rx * (0.75 + lean), -ry * 0.8, 0.45 * size, 0.45 * size, points=16))
     holes = [_ellipse(side * 0.4 * rx, eye_y, eye_r, eye_r, points=12) for side in (-1, 1)]
     return polygons, holes
 
@@ -335,10 +389,11 @@ def _class_file(rng: np.random.Generator, label: int, low: int, high: int, kind:
 
 
 def _faulty_file(rng: np.random.Generator, label: int, low: int, high: int, kind: str, original: bytes | None,
-                 min_side: int) -> bytes:
+                 min_side: int, num_classes: int = 2) -> bytes:
     """A good JPEG with one of FAULTS; `original` is the bytes a duplicate copies."""
-    if kind == "flipped":
-        return _jpeg(rng, _render(rng, 1 - label, low, high))
+    if kind == "flipped":  # another class's figure: the other one of two, else drawn
+        other = label + 1 + (int(rng.integers(num_classes - 1)) if num_classes > 2 else 0)
+        return _jpeg(rng, _render(rng, other % num_classes, low, high))
     if kind == "non_pet":
         return _jpeg(rng, _render(rng, label, low, high, figure=False))
     if kind == "duplicate":
@@ -357,10 +412,10 @@ def _faulty_file(rng: np.random.Generator, label: int, low: int, high: int, kind
 # The other files of the real archive
 
 
-def _thumbs_db(label: int) -> bytes:
+def _thumbs_db(label: int, classes=CLASSES) -> bytes:
     """Windows' thumbnail cache: an OLE2 compound-file header, padded; not an image."""
     header = bytes.fromhex("d0cf11e0a1b11ae1") + bytes(16) + struct.pack("<HHHHH", 0x3E, 3, 0xFFFE, 9, 6)
-    return (header + CLASSES[label].encode()).ljust(4096, b"\x00")
+    return (header + classes[label].encode()).ljust(4096, b"\x00")
 
 
 def _licence_pdf() -> bytes:
@@ -392,16 +447,38 @@ def _licence_pdf() -> bytes:
     return pdf
 
 
-def _readme(images_per_class, low, high, pathology_rate, seed, rates=None) -> bytes:
-    faults = "".join(f"{name}: {rate}\r\n" for name, rate in (rates or {}).items() if rate)
+def _about(layout: Layout) -> str:
+    """The readme's description; the real archive's layout keeps the words it has always had."""
+    if layout.classes == CLASSES:
+        return (
+            "Synthetic stand-in for the Kaggle Cats vs Dogs archive (kagglecatsanddogs_5340.zip).\r\n"
+            "\r\n"
+            "Generated offline by catsdogs.data.synthetic, so the pipeline runs without network. Cat images show a\r\n"
+            "figure with pointed ears on top of its head, Dog images the same figure with rounded ears hanging\r\n"
+            "at the sides; everything else is drawn alike for both classes. Some files are broken on purpose,\r\n"
+            "like the odd files of the real archive.\r\n"
+        )
+    figures = "".join(f"{layout.folder(label)}/: {figure(label)}\r\n" for label in range(len(layout.classes)))
     return (
-        "Synthetic stand-in for the Kaggle Cats vs Dogs archive (kagglecatsanddogs_5340.zip).\r\n"
+        f"Synthetic image archive of {len(layout.classes)} classes, generated offline by catsdogs.data.synthetic,\r\n"
+        "so the pipeline runs without network. Each class shows its own figure; everything else is drawn\r\n"
+        "alike for every class. Some files are broken on purpose, like the odd files of a real archive.\r\n"
         "\r\n"
-        "Generated offline by catsdogs.data.synthetic, so the pipeline runs without network. Cat images show a\r\n"
-        "figure with pointed ears on top of its head, Dog images the same figure with rounded ears hanging\r\n"
-        "at the sides; everything else is drawn alike for both classes. Some files are broken on purpose,\r\n"
-        "like the odd files of the real archive.\r\n"
-        "\r\n"
+        f"{figures}"
+    )
+
+
+def _readme(images_per_class, low, high, pathology_rate, seed, rates=None, layout: Layout | None = None,
+            format: str = FORMAT) -> bytes:
+    layout = layout or Layout()
+    faults = "".join(f"{name}: {rate}\r\n" for name, rate in (rates or {}).items() if rate)
+    given = {"classes": f"[{', '.join(layout.classes)}]" if layout.classes != CLASSES else None,
+             "format": format if format != FORMAT else None,
+             "top_folder": (layout.top_folder or "null") if layout.top_folder != TOP_FOLDER else None}
+    faults += "".join(f"{name}: {value}\r\n" for name, value in given.items() if value)
+    return (
+        _about(layout)
+        + "\r\n"
         f"images_per_class: {images_per_class}\r\n"
         f"side_range: [{low}, {high}]\r\n"
         f"pathology_rate: {pathology_rate}\r\n"
@@ -419,6 +496,28 @@ def _write(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
     archive.writestr(info, data)
 
 
+def _write_tar(archive: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), TAR_MTIME, 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""  # no owner or machine metadata
+    archive.addfile(info, io.BytesIO(data))
+
+
+@contextlib.contextmanager
+def _container(path: Path, format: str):
+    """A writer of members, `write(name, data)`, into a zip or a gzip tar whose bytes depend on the members
+    alone: fixed times, no owner, no file name in the gzip header."""
+    if format == "zip":
+        with zipfile.ZipFile(path, "w") as archive:
+            yield lambda name, data: _write(archive, name, data)
+        return
+    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,
+                                                compresslevel=6) as packed:
+        with tarfile.open(fileobj=packed, mode="w", format=tarfile.PAX_FORMAT) as archive:
+            yield lambda name, data: _write_tar(archive, name, data)
+
+
 def generate(
     dest: str | Path,
     *,
@@ -429,38 +528,44 @@ def generate(
     flipped_rate: float = 0.0,
     non_pet_rate: float = 0.0,
     duplicate_rate: float = 0.0,
+    classes=CLASSES,
+    format: str = FORMAT,
+    top_folder: str | None = TOP_FOLDER,
     progress: bool = True,
 ) -> dict[str, str]:
-    """Write the archive to `dest`; return {member name: pathology kind} for every odd file mixed in
-    (`faults()` with the same arguments says which images have which fault).
+    """Write the archive to `dest`: a `format` (zip or tar.gz) of `[top_folder/]<class>/<index>.jpg` for each of
+    `classes`; return {member name: pathology kind} for every odd file mixed in (`faults()` with the same
+    arguments says which images have which fault). The defaults give the real archive's layout.
 
     The archive appears at `dest` only once it is complete.
     """
     rates = {"flipped_rate": flipped_rate, "non_pet_rate": non_pet_rate, "duplicate_rate": duplicate_rate}
-    low, high = check_synthetic(images_per_class, side_range, pathology_rate, seed, *rates.values())
+    layout_args = dict(classes=classes, format=format, top_folder=top_folder)
+    low, high = check_synthetic(images_per_class, side_range, pathology_rate, seed, *rates.values(), **layout_args)
+    layout, n = Layout(classes, top_folder), len(classes)
     odd = plan(images_per_class=images_per_class, side_range=side_range, pathology_rate=pathology_rate,
-               seed=seed)
+               seed=seed, **layout_args)
     faulty = faults(images_per_class=images_per_class, side_range=side_range, pathology_rate=pathology_rate,
-                    seed=seed, **rates)
+                    seed=seed, **rates, **layout_args)
 
     def good_file(label: int, index: int) -> bytes:
         return _class_file(np.random.default_rng([seed, 1, label, index]), label, low, high, None)
 
-    with atomic_path(dest) as tmp, zipfile.ZipFile(tmp, "w") as archive:
-        _write(archive, "CDLA-Permissive-2.0.pdf", _licence_pdf())
-        with tqdm(total=2 * images_per_class, desc="synthetic images", unit="img", disable=not progress) as bar:
-            for label in range(len(CLASSES)):
+    with atomic_path(dest) as tmp, _container(tmp, format) as write:
+        write("CDLA-Permissive-2.0.pdf", _licence_pdf())
+        with tqdm(total=n * images_per_class, desc="synthetic images", unit="img", disable=not progress) as bar:
+            for label in range(n):
                 for index in range(images_per_class):
-                    name = _member(label, index)
+                    name = layout.member(label, index)
                     rng = np.random.default_rng([seed, 1, label, index])
                     if name in faulty:
                         kind, original = faulty[name]
-                        copied = good_file(*_index(original)) if original else None
-                        data = _faulty_file(rng, label, low, high, kind, copied, SYNTHETIC_MIN_SIDE)
+                        copied = good_file(*layout.index(original)) if original else None
+                        data = _faulty_file(rng, label, low, high, kind, copied, SYNTHETIC_MIN_SIDE, n)
                     else:
                         data = _class_file(rng, label, low, high, odd.get(name))
-                    _write(archive, name, data)
+                    write(name, data)
                     bar.update()
-                _write(archive, f"PetImages/{CLASSES[label]}/Thumbs.db", _thumbs_db(label))
-        _write(archive, "readme[1].txt", _readme(images_per_class, low, high, pathology_rate, seed, rates))
+                write(f"{layout.folder(label)}/Thumbs.db", _thumbs_db(label, layout.classes))
+        write("readme[1].txt", _readme(images_per_class, low, high, pathology_rate, seed, rates, layout, format))
     return odd

@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from catsdogs import classes
+from catsdogs.data import images
 from catsdogs.errors import UserError, first_line
 
 METADATA_FILE = "metadata.json"
@@ -29,12 +30,7 @@ EXPORTED = ("savedmodel", "onnx")  # the formats the export stage writes besides
 INPUT_NAME = "image"
 BATCH = 64  # images per call of a runtime
 
-# What a caller does to an image file before the model sees it: exactly catsdogs.data.images.decode.
-PREPROCESSING = ("decode the image file (JPEG, PNG, GIF, BMP or WebP), a JPEG at the smallest of its 1/2, 1/4 or "
-                 "1/8 scales not below the input size (Pillow's Image.draft('RGB', (width, height))); convert it "
-                 "to 3-channel 8-bit RGB (16-bit grayscale scaled down to 8 bits); resize it to the input's height "
-                 "and width, ignoring its aspect ratio, with bilinear filtering (Pillow's Image.BILINEAR); stack the "
-                 "images as one uint8 array (N, height, width, 3) of values 0-255: the model rescales them itself")
+PREPROCESSING = images.PREPROCESSING  # what a caller does to an image file before the model sees it
 OUTPUTS = {
     "keras": "logits: one column for two classes (sigmoid gives the probability of the second class), "
              "otherwise one per class (softmax gives the probabilities)",

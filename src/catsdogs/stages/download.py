@@ -2,7 +2,8 @@
 
 `source: url` fetches `download.url` (HTTP(S) with resume and retries, a file:// URL or a local path) and
 checks its size and SHA-256 before the archive appears. `source: synthetic` writes an archive shaped like
-the real one from a seed, so the pipeline runs offline. There is never a silent switch from one to the other.
+the real one, or in the layout download.synthetic asks for, from a seed, so the pipeline runs offline. There
+is never a silent switch from one to the other.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ def main(argv=None) -> None:
 
     if p.download.source == "synthetic":
         spec = p.download.synthetic
-        log.info("generating a synthetic archive: %d images per class, sides %d-%d px, seed %d",
-                 spec.images_per_class, *spec.side_range, spec.seed)
+        log.info("generating a synthetic %s archive: %d classes (%s) of %d images, sides %d-%d px, seed %d",
+                 spec.format, len(spec.classes), ", ".join(spec.classes), spec.images_per_class, *spec.side_range,
+                 spec.seed)
         odd = synthetic.generate(args.out, **spec.model_dump())
         log.info("wrote %s with %d odd files mixed in", args.out, len(odd))
         faulty = synthetic.faults(**spec.model_dump())
