@@ -19,7 +19,7 @@ PIPELINE = "dvc.yaml"
 # argument). The CLI's option is the same name.
 REVIEW_INPUTS = {"data": ("train", "data"), "split": ("train", "--split"), "classes": ("train", "--classes"),
                  "predictions": ("evaluate", "--predictions"), "model": ("train", "--model"),
-                 "image_cache": ("train", "--image-cache")}
+                 "image_cache": ("train", "--image-cache"), "filter_metrics": ("filter", "--metrics")}
 
 
 def pipeline_path(given: str | None, stage: str, option: str) -> str:
@@ -87,7 +87,8 @@ def _review(args) -> int:
         return 0
     inputs = {name: Path(pipeline_path(getattr(args, name), *where)) for name, where in REVIEW_INPUTS.items()}
     summary = review.run(inputs["data"], inputs["split"], inputs["classes"], inputs["predictions"], inputs["model"],
-                         out, inputs["image_cache"], args.folds, args.epochs, args.max_distance)
+                         out, inputs["image_cache"], args.folds, args.epochs, args.max_distance,
+                         inputs["filter_metrics"])
     counts = ", ".join(f"{summary[f'{kind}_candidates']} {kind}" for kind in tables.CANDIDATE_KINDS)
     print(f"{counts} candidates in {out / review.CANDIDATES_FILE}; look at {out / review.CONTACT_SHEET}, then "
           "accept with `catsdogs review --accept MEMBER ...`")
@@ -121,7 +122,7 @@ def main(argv=None) -> None:
     reviewer = commands.add_parser("review", help="find likely label errors, non-pet images and train/validation "
                                    "near-duplicates; accept them into the exclusion list")
     reviewer.add_argument("--accept", nargs="+", default=[], metavar="MEMBER",
-                          help="append these candidates (PetImages/Cat/1.jpg) to the exclusion list")
+                          help="append these candidates (archive members, as in candidates.csv) to the exclusion list")
     reviewer.add_argument("--accept-top", type=int, metavar="K", help="append the first K candidates of each kind")
     reviewer.add_argument("--kind", nargs="+", choices=tables.CANDIDATE_KINDS,
                           help="with --accept-top: only these kinds")
