@@ -234,3 +234,42 @@ def test_a_bad_exclusion_list_is_one_line_and_writes_nothing(workdir: Path, text
     [line] = capsys.readouterr().err.strip().splitlines()
     assert message in line
     assert not (workdir / "data").exists() and not (workdir / "metrics").exists()
+
+
+TWO_ROOTS = {f"set/{part}/{cls}/0.jpg": jpeg(i) for i, (part, cls) in
+             enumerate((p, c) for p in ("train", "val") for c in ("a", "b"))}
+
+
+def test_two_candidate_roots_stop_the_stage_until_filter_root_names_one(workdir: Path, capsys):
+    path = make_zip(workdir / "a.zip", TWO_ROOTS)
+    with pytest.raises(SystemExit) as info:
+        run_filter(workdir, path)
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (f"error: {path}: two candidate roots, set/train/ and set/val/, each holding "
+                                       "class folders of images: set filter.root to the one to use\n")
+    assert not (workdir / "data").exists() and not (workdir / "metrics").exists()
+
+    text = (workdir / "params.yaml").read_text()
+    (workdir / "params.yaml").write_text(text.replace("  root: null", "  root: set/val"))
+    summary, report = run_filter(workdir, path)
+    assert summary["root"] == "set/val" and summary["kept_per_class"] == {"a": 1, "b": 1}
+    assert {row["member"]: row["detail"] for row in report} == {
+        "set/train/a/0.jpg": "outside set/val/<class>/", "set/train/b/0.jpg": "outside set/val/<class>/"}
+    assert sorted(p.relative_to(workdir / "data/clean").as_posix() for p in (workdir / "data/clean").rglob("*.jpg")) \
+        == ["a/0.jpg", "b/0.jpg"]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_bytes(b"just some text, not an archive\n" * 40),
+     "not a readable zip archive, nor a tar (plain, gzip, bzip2 or xz), nor a folder"),
+    (lambda p: p.mkdir(), "a folder; pack it first (catsdogs.data.packing; the download stage does)"),
+    (lambda p: None, "archive not found (run the download stage first)"),
+])
+def test_a_source_that_cannot_be_read_is_one_line(workdir: Path, make, message, capsys):
+    path = workdir / "archive"
+    make(path)
+    with pytest.raises(SystemExit) as info:
+        run_filter(workdir, path)
+    assert info.value.code == 2
+    assert capsys.readouterr().err == f"error: {path}: {message}\n"
+    assert not (workdir / "data").exists() and not (workdir / "metrics").exists()

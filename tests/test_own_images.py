@@ -115,3 +115,51 @@ def test_a_zip_of_pngs(repo, tmp_path):
         for name, data in images(CLASSES[:2], "png").items():
             zf.writestr(name, data)
     repro_own(repo, path, CLASSES[:2], "", "png")
+
+
+# Mistakes with one's own data: one line naming it, exit 2, before any work starts
+
+
+def test_a_class_too_small_for_the_validation_subset_stops_the_train_stage_at_once(tmp_path):
+    from conftest import params_with, stage_command
+
+    (tmp_path / "params.yaml").write_text(json.dumps(params_with({"seed": 1})))  # JSON is YAML
+    for cls, n in (("a", 20), ("b", 20), ("c", 3)):  # with seed 1, c's three images all train
+        (tmp_path / "clean" / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (8, 8), COLOURS["roses"]).save(tmp_path / "clean" / cls / f"{i}.jpg")
+    result = run(*stage_command("train", data="clean"), cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == ("error: class c: 3 images, and validation_split 0.2 holds none of "
+                                              "them: add images or raise data.validation_split")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clean", "params.yaml"]  # nothing written, no cache
+
+
+def test_the_committed_params_are_the_tutorials_archive():
+    from catsdogs import params
+    from conftest import committed_params
+
+    download = committed_params()["download"]
+    assert (download["url"], download["size"], download["sha256"]) == (
+        params.TUTORIAL_URL, params.TUTORIAL_SIZE, params.TUTORIAL_SHA256)
+
+
+@pytest.mark.parametrize("size, sha256, keys", [
+    (None, "tutorial", "download.sha256 is"), ("tutorial", None, "download.size is"),
+    ("tutorial", "tutorial", "download.size and download.sha256 are"),
+])
+def test_the_tutorials_size_or_sha256_with_my_url_says_which_to_set_to_null(size, sha256, keys):
+    from catsdogs import params
+    from conftest import params_with
+
+    tutorial = params_with({})["download"]
+    raw = params_with({"download": {"url": "/data/flowers", "size": tutorial["size"] if size else None,
+                                    "sha256": tutorial["sha256"] if sha256 else None}})
+    with pytest.raises(params.ParamsError) as error:
+        params.parse(raw)
+    them = "them" if " and " in keys else "it"
+    assert str(error.value) == (f"params.yaml: download: download.url is /data/flowers, not the tutorial's archive, "
+                                f"but {keys} still the tutorial archive's: set {them} to null (or to your archive's)")
+    params.parse(params_with({"download": {"url": "/data/flowers", "size": None, "sha256": None}}))
+    params.parse(params_with({"download": {"url": "file:///mirror/kagglecatsanddogs_5340.zip"}}))  # a mirror
+    params.parse(params_with({"download": {"source": "synthetic", "url": "/data/flowers"}}))

@@ -54,16 +54,20 @@ def hash_holdout(paths: list[str], validation_split: float) -> tuple[list[str], 
     return train, val
 
 
+def _images(n: int) -> str:
+    return f"{n} image" if n == 1 else f"{n} images"
+
+
 def check_every_class(names: list[str], train_labels, val_labels, validation_split: float) -> None:
     """Every class in both subsets: a class the validation subset lacks is never measured, one the
     training subset lacks never learned. Small classes of one's own data are where this happens."""
     for label, name in enumerate(names):
         in_train, in_val = list(train_labels).count(label), list(val_labels).count(label)
         if not in_val:
-            raise UserError(f"class {name}: {in_train} images, and validation_split {validation_split} holds "
+            raise UserError(f"class {name}: {_images(in_train)}, and validation_split {validation_split} holds "
                             "none of them: add images or raise data.validation_split")
         if not in_train:
-            raise UserError(f"class {name}: {in_val} images, all in the validation subset (validation_split "
+            raise UserError(f"class {name}: {_images(in_val)}, all in the validation subset (validation_split "
                             f"{validation_split}): add images or lower data.validation_split")
 
 
