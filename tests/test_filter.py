@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from catsdogs.data import archive, sources
+from catsdogs.data import sources
 from catsdogs.stages import filter as filter_stage
 from conftest import COMMITTED_PARAMS_TEXT
 
