@@ -65,7 +65,7 @@ def pipeline(tmp_path_factory) -> Path:
     tracked = git(repo, "ls-files").split()
     assert {"dvc.lock", "metrics/metrics.json", "metrics/train/metrics.json", "metrics/train/plots/metrics/loss.tsv",
             "models/classes.json"} <= set(tracked)
-    assert not [p for p in tracked if p.startswith(("data/clean/", "data/raw/k", "models/checkpoints/",
+    assert not [p for p in tracked if p.startswith(("data/clean/", "data/raw/archive", "models/checkpoints/",
                                                       "models/model.keras", "metrics/plots/"))]
     return repo
 
