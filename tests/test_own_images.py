@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TINY_TRAINING, dvc, run, set_params
+from catsdogs import params
+from conftest import TINY_TRAINING, committed_params, dvc, params_with, run, set_params, stage_command
 
 CLASSES = ("daisy", "roses", "tulips")
 COLOURS = {"daisy": (230, 230, 60), "roses": (200, 30, 40), "tulips": (60, 80, 220)}
@@ -121,8 +122,6 @@ def test_a_zip_of_pngs(repo, tmp_path):
 
 
 def test_a_class_too_small_for_the_validation_subset_stops_the_train_stage_at_once(tmp_path):
-    from conftest import params_with, stage_command
-
     (tmp_path / "params.yaml").write_text(json.dumps(params_with({"seed": 1})))  # JSON is YAML
     for cls, n in (("a", 20), ("b", 20), ("c", 3)):  # with seed 1, c's three images all train
         (tmp_path / "clean" / cls).mkdir(parents=True)
@@ -136,9 +135,6 @@ def test_a_class_too_small_for_the_validation_subset_stops_the_train_stage_at_on
 
 
 def test_the_committed_params_are_the_tutorials_archive():
-    from catsdogs import params
-    from conftest import committed_params
-
     download = committed_params()["download"]
     assert (download["url"], download["size"], download["sha256"]) == (
         params.TUTORIAL_URL, params.TUTORIAL_SIZE, params.TUTORIAL_SHA256)
@@ -149,9 +145,6 @@ def test_the_committed_params_are_the_tutorials_archive():
     ("tutorial", "tutorial", "download.size and download.sha256 are"),
 ])
 def test_the_tutorials_size_or_sha256_with_my_url_says_which_to_set_to_null(size, sha256, keys):
-    from catsdogs import params
-    from conftest import params_with
-
     tutorial = params_with({})["download"]
     raw = params_with({"download": {"url": "/data/flowers", "size": tutorial["size"] if size else None,
                                     "sha256": tutorial["sha256"] if sha256 else None}})
