@@ -98,6 +98,8 @@ def test_jfif_method_counts_only_its_own_reason(workdir: Path):
 @pytest.mark.parametrize("members, message", [
     ({"PetImages/Cat/0.jpg": jpeg(0)},
      "a.zip: only one class folder, Cat, under PetImages/<class>/: at least two classes are needed\n"),
+    ({"roses/1.jpg": jpeg(0), "roses/2.jpg": jpeg(1)},  # a packed folder of one class
+     "a.zip: only one class folder, roses, under <class>/ at the top level: at least two classes are needed\n"),
     ({"PetImages/Cat/notes.txt": b"x", "readme.txt": b"y"},
      "a.zip: no images in class folders PetImages/<class>/ (image files end in "),
 ])

@@ -274,17 +274,20 @@ def find_root(names: list[str], filename: str, root: str | None = None) -> str:
     if root is not None:
         return root.strip("/")
     classes: dict[str, set[str]] = collections.defaultdict(set)
-    tops = set()
+    tops, nested = set(), False
     for name in names:
         parts = PurePosixPath(name).parts
         if any(_hidden(part) for part in parts[:-1]):
             continue
         if len(parts) > 1:
             tops.add(parts[0])
+        nested = nested or len(parts) > 2
         if len(parts) > 1 and images.is_image_name(parts[-1]):
             classes["/".join(parts[:-2])].add(parts[-2])
     preferred = next(iter(tops)) if len(tops) == 1 else ""
     candidates = sorted(folder for folder, found in classes.items() if len(found) >= 2)
+    if not candidates and preferred and list(classes) == [""] and not nested:
+        return ""  # a single top folder of images and no deeper one (`roses/1.jpg`): one class, for the error
     if preferred in candidates or not candidates:
         return preferred
     if len(candidates) > 1:
