@@ -68,11 +68,11 @@ def test_help_exits_0(argv, shown, capsys):
 
 def test_predict_defaults_to_the_train_stage_outputs(monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr("catsdogs.serving.predict.predict", lambda *args: calls.append(args) or [])
+    monkeypatch.setattr("catsdogs.serving.predict.predict", lambda *args, top: calls.append((*args, top)) or [])
     assert run_cli("predict", "a.jpg", "folder", capsys=capsys) == (0, "", "")
-    assert calls == [(["a.jpg", "folder"], "models/model.keras", None)]  # class names: beside the model
-    run_cli("predict", "--model", "m.keras", "--classes", "c.json", "b.png", capsys=capsys)
-    assert calls[-1] == (["b.png"], "m.keras", "c.json")
+    assert calls == [(["a.jpg", "folder"], "models/model.keras", None, None)]  # class names: beside the model
+    run_cli("predict", "--model", "m.keras", "--classes", "c.json", "--top", "2", "b.png", capsys=capsys)
+    assert calls[-1] == (["b.png"], "m.keras", "c.json", 2)
 
 
 def test_demo_gets_its_config_and_the_dvc_arguments_after_the_double_dash(monkeypatch, capsys):
@@ -141,7 +141,7 @@ def in_a_pipeline(tmp_path, monkeypatch):
 def test_the_default_paths_are_dvc_yamls(in_a_pipeline, monkeypatch, capsys):
     """The paths are written once, in dvc.yaml's commands: predict and review take theirs from there."""
     calls = []
-    monkeypatch.setattr("catsdogs.serving.predict.predict", lambda *args: calls.append(args) or [])
+    monkeypatch.setattr("catsdogs.serving.predict.predict", lambda *args, top: calls.append(args) or [])
     monkeypatch.setattr(review, "run", lambda *args: calls.append(args) or dict.fromkeys(
         [f"{kind}_candidates" for kind in tables.CANDIDATE_KINDS], 0))
     monkeypatch.setattr(review, "accept", lambda *args: calls.append(args) or ([], []))

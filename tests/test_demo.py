@@ -51,13 +51,18 @@ def test_the_demo_drops_only_dvcs_nothing_to_restore_warnings(tmp_path):
     from catsdogs.commands.demo import NOTHING_TO_RESTORE
 
     lines = ("WARNING: No file hash info found for '/x/models/split.csv'. It won't be created.\n"
+             "Checkout  50%|#####     |\r                    \rWARNING: No file hash info found for '/x/data/clean'."
+             " It won't be created.\n"
              "WARNING: Output 'models/model.keras' is missing.\n"
              "step  50%|#####     |\rstep 100%|##########|\n")
     out = tmp_path / "stderr"
     with out.open("wb") as f:
         quiet = backend.forwarder(NOTHING_TO_RESTORE, out=f.fileno())
-        subprocess.run([sys.executable, "-c", f"import sys; sys.stderr.write({lines!r})"], stderr=quiet.stdin,
-                       check=True)
+        # written in pieces, as a pipe may deliver them: a piece that may start the warning waits for the rest
+        second = lines.index("\rWARNING") + 12
+        pieces = [lines[:20], lines[20:second], lines[second:]]
+        program = f"import sys, time\nfor p in {pieces!r}:\n    sys.stderr.write(p); sys.stderr.flush(); time.sleep(0.2)"
+        subprocess.run([sys.executable, "-c", program], stderr=quiet.stdin, check=True)
         quiet.stdin.close()
         quiet.wait(timeout=30)
     assert out.read_bytes().decode() == ("WARNING: Output 'models/model.keras' is missing.\n"

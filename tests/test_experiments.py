@@ -101,3 +101,23 @@ def test_best_without_experiments_says_so(repo):
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "error: no experiments to rank: run some with `dvc exp run` (docs/workflows.md#sweeps-and-the-best-run)")
+
+
+def test_the_metrics_of_three_classes_rank_by_their_macro_and_per_class_keys():
+    """What the evaluate stage writes for three classes, as `dvc exp show --json` nests it."""
+    def shown(name, macro_f1, tabby_f1, loss):
+        return {"rev": name * 8, "name": name, "error": None, "experiments": None, "data": {"metrics": {
+            "metrics/metrics.json": {"data": {"accuracy": 0.8, "f1": macro_f1, "loss": loss,
+                                              "macro": {"precision": 0.7, "recall": 0.8, "f1": macro_f1,
+                                                        "roc_auc": 0.9},
+                                              "per_class_f1": {"Lynx": 0.5, "Tabby": tabby_f1},
+                                              "per_class_roc_auc": {"Lynx": None, "Tabby": 0.9}}}}}}
+    found = experiments.parse([{"rev": "a" * 40, "name": "main", "data": {}, "error": None, "experiments": [
+        {"revs": [shown(name, *values)], "executor": {"state": "success"}, "name": name}
+        for name, values in {"macro-best": (0.9, 0.6, 0.3), "tabby-best": (0.8, 0.95, 0.2)}.items()]}])
+    assert "metrics/metrics.json:per_class_roc_auc.Lynx" not in found[0].metrics  # null: no such metric
+    metric = experiments.resolve(found, "macro.f1")
+    assert metric == "metrics/metrics.json:macro.f1"
+    assert [e.name for e in experiments.rank(found, metric)[0]] == ["macro-best", "tabby-best"]
+    metric = experiments.resolve(found, "per_class_f1.Tabby")
+    assert [e.name for e in experiments.rank(found, metric)[0]] == ["tabby-best", "macro-best"]

@@ -226,3 +226,26 @@ def test_metadata_is_checked_under_python_O_too(tmp_path):
                             capture_output=True, check=True)
     assert result.stdout.splitlines() == [f"{path}: not a metadata file of format catsdogs-export/1 (rerun the "
                                           "export stage)" for path in paths]
+
+
+def test_a_three_class_onnx_export_names_its_classes_and_predicts_the_top_three(tmp_path, capsys):
+    """A model of stock layers with known logits, exported as the export stage does: the metadata names the
+    three classes, and predict on the ONNX file alone gives their softmax, most likely first."""
+    import keras
+
+    inputs = keras.Input((8, 8, 3), dtype="uint8", name="image")
+    dense = keras.layers.Dense(3)
+    model = keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))))
+    dense.set_weights([np.zeros((3, 3)), np.log([1.0, 3.0, 6.0])])  # every image: (1, 3, 6) / 10
+    folder = tmp_path / "export"
+    folder.mkdir()
+    model.save(folder / "model.keras")
+    serving = model_lib.with_probabilities(model)
+    serving(np.zeros((1, 8, 8, 3), np.uint8))  # Keras exports only a model that has been called
+    serving.export(str(folder / "model.onnx"), format="onnx", verbose=False)
+    names = ["Lynx", "Puma", "Tabby"]
+    (folder / exports.METADATA_FILE).write_text(json.dumps(exports.describe(names, (8, 8), ["keras", "onnx"], {}, {})))
+    assert exports.read_metadata(folder / exports.METADATA_FILE).classes == names
+    image = photos(tmp_path / "p", 1) / "0.jpg"
+    code, out, _ = predict("--model", folder / "model.onnx", image, capsys=capsys)
+    assert (code, out) == (0, f"{image}: This image is 60.00% tabby, 30.00% puma and 10.00% lynx.\n")

@@ -186,10 +186,10 @@ def texts(fig) -> list[str]:
 
 
 @pytest.mark.parametrize("curve, names, says", [
-    ([], ["Bird", "Cat", "Dog"], "No ROC curve: it needs two classes, the images have 3"),
+    ([], ["Bird", "Cat", "Dog"], "No ROC curve: the ROC file has no rows"),
     ([], ["Cat", "Dog"], "No ROC curve: the ROC file has no rows"),
 ])
-def test_roc_is_a_placeholder_without_two_classes_or_a_curve(tmp_path, curve, names, says):
+def test_roc_is_a_placeholder_without_a_curve(tmp_path, curve, names, says):
     fig = figures.roc(curve, [], names)
     assert not fig.axes and texts(fig) == [says]
     figures.save(fig, tmp_path / "roc.png")
@@ -235,6 +235,36 @@ def test_the_confusion_matrix_counts_actual_rows_by_predicted_columns(inputs):
     assert expected[0, 1] and expected[1, 0]  # both kinds of error occur: a transposed matrix would differ
     np.testing.assert_array_equal(ax.images[0].get_array(), expected)
     assert sorted(int(t.get_text()) for t in ax.texts) == sorted(expected.flat)
+
+
+def test_roc_of_more_classes_is_the_evaluate_stages_mean_curve_with_its_area(tmp_path):
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    probs = np.array([[0.7, 0.2, 0.1], [0.3, 0.4, 0.3], [0.2, 0.7, 0.1],
+                      [0.5, 0.3, 0.2], [0.1, 0.3, 0.6], [0.2, 0.2, 0.6]])
+    fpr, tpr = metrics.macro_roc_curve(labels, probs)
+    curve = plot.read_csv(write_csv(tmp_path / "roc.csv", tables.ROC, ((f"{a:.6f}", f"{b:.6f}", "") for a, b in
+                                                                         zip(fpr, tpr))), "evaluate", tables.ROC)
+    [ax] = figures.roc(curve, [], ["Lynx", "Puma", "Tabby"]).axes
+    model_line, _ = ax.lines
+    np.testing.assert_allclose(model_line.get_xdata(), fpr, atol=1e-6)
+    np.testing.assert_allclose(model_line.get_ydata(), tpr, atol=1e-6)
+    auc = metrics.classification(labels, probs, ["Lynx", "Puma", "Tabby"])["roc_auc"]
+    assert auc != pytest.approx(1.0) and model_line.get_label() == f"model (AUC = {auc:.4f})"
+    assert ax.get_title() == "ROC curve (mean of the 3 one-vs-rest curves)"
+
+
+def test_the_confusion_matrix_of_ten_classes_counts_each_pair_and_names_them_tilted(tmp_path):
+    names = [f"class_{c}" for c in range(10)]
+    rows = [{"path": f"{a}/{b}.jpg", "actual": names[a], "predicted": names[b], "probability": "0.5",
+             "positive_probability": ""} for a in range(10) for b in range(10) for _ in range((a + 2 * b) % 3)]
+    fig = figures.confusion_matrix(rows, names)
+    [ax] = fig.axes
+    expected = np.fromfunction(lambda a, b: (a + 2 * b) % 3, (10, 10), dtype=int)
+    np.testing.assert_array_equal(ax.images[0].get_array(), expected)
+    assert [t.get_text() for t in ax.get_xticklabels()] == names == [t.get_text() for t in ax.get_yticklabels()]
+    assert all(t.get_rotation() == 45 for t in ax.get_xticklabels())
+    figures.save(fig, tmp_path / "confusion_matrix.png")
+    assert_png(tmp_path / "confusion_matrix.png")
 
 
 def test_most_wrong_shows_the_most_confident_errors_first(inputs):
@@ -291,3 +321,50 @@ def test_the_augmented_grid_shows_nine_different_augmentations_of_one_image(inpu
     assert len(shown) == 9 and all(image.shape == original.shape for image in shown)
     assert len({image.tobytes() for image in shown}) > 1 and any(
         not np.array_equal(image, original) for image in shown)  # the augmentation ran
+
+
+def test_the_evaluate_and_plot_stages_on_three_classes(inputs, tmp_path, monkeypatch):
+    """Three classes end to end through the two stages: a model of stock layers that reads an image's main colour
+    (the mean of each channel, times 6, is a class's logit), images of each colour, some of them ambiguous."""
+    import json
+
+    from catsdogs.stages import evaluate
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text((inputs.root / "params.yaml").read_text())
+    names, channel = ["Blue", "Green", "Red"], [2, 1, 0]
+    rng = np.random.default_rng(0)
+    images = tmp_path / "images"
+    for c, name in enumerate(names):
+        (images / name).mkdir(parents=True)
+        for i in range(10):
+            pixel = rng.uniform(0, 150, 3)
+            pixel[channel[c]] = rng.uniform(90, 255)
+            Image.fromarray(np.full((12, 12, 3), pixel, dtype=np.uint8)).save(images / name / f"{i}.png")
+    dense = keras.layers.Dense(3)
+    inputs_layer = keras.Input((16, 16, 3), dtype="uint8")
+    model = keras.Model(inputs_layer, dense(keras.layers.GlobalAveragePooling2D()(
+        keras.layers.Rescaling(1 / 255)(inputs_layer))))
+    dense.set_weights([6 * np.eye(3)[channel].T, np.zeros(3)])  # class c's logit: 6 x the mean of its channel
+    model.save(tmp_path / "model.keras")
+    (tmp_path / "classes.json").write_text(json.dumps(names))
+    splits.write(tmp_path / "split.csv", images, splits.assign(images, 0.5, 1))
+    common = ["--model", "model.keras", "--classes", "classes.json", "--split", "split.csv"]
+    evaluate.main([str(images), *common, "--metrics", "metrics.json", "--predictions", "predictions.csv",
+                   "--roc", "roc.csv", "--image-cache", "cache"])
+
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    assert summary["images"] == 15 and set(summary["per_class_f1"]) == set(names)
+    assert summary["macro"]["f1"] == summary["f1"] and 0.5 < summary["accuracy"] < 1  # some errors, mostly right
+    rows = plot.read_csv(tmp_path / "predictions.csv", "evaluate", tables.PREDICTIONS)
+    assert {r["positive_probability"] for r in rows} == {""} and {r["actual"] for r in rows} == set(names)
+    curve = plot.read_csv(tmp_path / "roc.csv", "evaluate", tables.ROC)
+    assert {r["threshold"] for r in curve} == {""}
+    fpr, tpr = (np.array([float(r[k]) for r in curve]) for k in ("fpr", "tpr"))
+    assert metrics.area(fpr, tpr) == pytest.approx(summary["roc_auc"], abs=1e-5)
+
+    plot.main([str(images), "--live", str(inputs.log), "--predictions", "predictions.csv", "--roc", "roc.csv",
+               *common, "--out", "plots"])
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == sorted(FIGURES)
+    for name in FIGURES:
+        assert_png(tmp_path / "plots" / name)

@@ -224,20 +224,72 @@ def test_a_folder_is_predicted_in_sorted_order_with_each_file_its_own_probabilit
     ]
 
 
-def test_three_classes_get_the_softmax_of_known_logits_in_class_order(tmp_path, capsys):
+def test_three_classes_get_the_softmax_of_known_logits_most_likely_first(tmp_path, capsys):
     # white: logits (0, log 2, log 5) -> (1, 2, 5) / 8; black: (log 5, log 2, 0) -> (5, 2, 1) / 8
     three = known_model(tmp_path / "three", np.log([5.0, 2.0, 1.0]), np.log([1.0, 2.0, 5.0]),
                         ["Bird", "Cat", "Dog"])
     white, black = flat(tmp_path / "white.png", 255, "PNG"), flat(tmp_path / "black.png", 0, "PNG")
     code, out, _ = predict(three, white, black, capsys=capsys)
     assert code == 0
-    assert out.splitlines() == [f"{white}: This image is 12.50% bird, 25.00% cat and 62.50% dog.",
+    assert out.splitlines() == [f"{white}: This image is 62.50% dog, 25.00% cat and 12.50% bird.",
                                 f"{black}: This image is 62.50% bird, 25.00% cat and 12.50% dog."]
     code, out, _ = predict(three, "--json", white, black, capsys=capsys)
     assert json.loads(out) == [
         {"path": str(white), "predicted": "Dog", "probabilities": {"Bird": 0.125, "Cat": 0.25, "Dog": 0.625}},
         {"path": str(black), "predicted": "Bird", "probabilities": {"Bird": 0.625, "Cat": 0.25, "Dog": 0.125}},
     ]
+
+
+@pytest.fixture(scope="module")
+def five(tmp_path_factory):
+    """Five classes: white -> (1, 2, 3, 4, 10) / 20, black -> (8, 1, 1, 6, 4) / 20 (a tie of ocelot and puma)."""
+    return known_model(tmp_path_factory.mktemp("five"), np.log([8.0, 1, 1, 6, 4]), np.log([1.0, 2, 3, 4, 10]),
+                       ["Lynx", "Ocelot", "Puma", "Tabby", "Tiger"])
+
+
+def test_more_than_two_classes_name_the_top_three_most_likely_first(five, tmp_path, capsys):
+    white, black = flat(tmp_path / "white.png", 255, "PNG"), flat(tmp_path / "black.png", 0, "PNG")
+    code, out, err = predict(five, white, black, capsys=capsys)
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [f"{white}: This image is 50.00% tiger, 20.00% tabby and 15.00% puma.",
+                                f"{black}: This image is 40.00% lynx, 30.00% tabby and 20.00% tiger."]
+
+
+@pytest.mark.parametrize("top, white_says, black_says", [
+    ("1", "50.00% tiger", "40.00% lynx"),
+    ("2", "50.00% tiger and 20.00% tabby", "40.00% lynx and 30.00% tabby"),
+    ("5", "50.00% tiger, 20.00% tabby, 15.00% puma, 10.00% ocelot and 5.00% lynx",
+     "40.00% lynx, 30.00% tabby, 20.00% tiger, 5.00% ocelot and 5.00% puma"),  # a tie: label order
+])
+def test_top_k_names_the_k_most_likely(five, tmp_path, capsys, top, white_says, black_says):
+    white, black = flat(tmp_path / "white.png", 255, "PNG"), flat(tmp_path / "black.png", 0, "PNG")
+    code, out, _ = predict(five, "--top", top, white, black, capsys=capsys)
+    assert code == 0
+    assert out.splitlines() == [f"{white}: This image is {white_says}.", f"{black}: This image is {black_says}."]
+
+
+def test_json_lists_every_class_whatever_the_top(five, tmp_path, capsys):
+    white = flat(tmp_path / "white.png", 255, "PNG")
+    code, out, _ = predict(five, "--json", "--top", "1", white, capsys=capsys)
+    assert code == 0
+    assert json.loads(out) == [{"path": str(white), "predicted": "Tiger", "probabilities": {
+        "Lynx": 0.05, "Ocelot": 0.1, "Puma": 0.15, "Tabby": 0.2, "Tiger": 0.5}}]
+
+
+@pytest.mark.parametrize("top", ["0", "6", "-1"])
+def test_top_outside_one_to_the_number_of_classes_is_one_line_and_exit_2(five, tmp_path, capsys, top):
+    code, out, err = predict(five, "--top", top, flat(tmp_path / "white.png", 255, "PNG"), capsys=capsys)
+    assert (code, out) == (2, "")
+    assert err == f"error: --top {top}: how many classes each sentence names, 1 to 5 (the model's classes)\n"
+
+
+def test_top_with_two_classes_sorts_them_and_without_it_the_sentence_is_the_tutorials(binary, tmp_path, capsys):
+    black = flat(tmp_path / "black.png", 0, "PNG")  # 75% cat: label order and most likely first agree
+    white = flat(tmp_path / "white.png", 255, "PNG")
+    assert predict(binary, white, capsys=capsys)[1] == f"{white}: This image is 25.00% cat and 75.00% dog.\n"
+    assert predict(binary, "--top", "2", white, black, capsys=capsys)[1].splitlines() == [
+        f"{white}: This image is 75.00% dog and 25.00% cat.", f"{black}: This image is 75.00% cat and 25.00% dog."]
+    assert predict(binary, "--top", "1", white, capsys=capsys)[1] == f"{white}: This image is 75.00% dog.\n"
 
 
 def test_class_names_that_do_not_match_the_outputs_are_refused(binary, tmp_path, capsys):

@@ -18,7 +18,7 @@ from catsdogs import tables
 from catsdogs.commands import review
 from catsdogs.data import exclusions, splits, synthetic
 from catsdogs.errors import UserError
-from conftest import TINY_DATA, TINY_TRAINING, committed_params, dvc, run, set_params
+from conftest import TINY_DATA, TINY_TRAINING, committed_params, dvc, params_with, run, set_params
 
 FAULTY = {"flipped_rate": 0.05, "non_pet_rate": 0.05, "duplicate_rate": 0.08}
 
@@ -64,6 +64,57 @@ def test_find_ranks_flipped_labels_outliers_and_cross_split_duplicates(tmp_path)
     assert [int(r["rank"]) for r in by_kind["label"]] == list(range(1, 9))
     scores = [float(r["score"]) for r in by_kind["label"]]
     assert scores == sorted(scores)  # most suspect first
+
+
+def test_find_on_three_classes_with_known_probabilities(tmp_path):
+    """cleanlab with three probability columns: the images filed under the wrong one of three classes are the
+    label candidates, each with the class the model gives and its probability."""
+    rng = np.random.default_rng(1)
+    names = ["Lynx", "Puma", "Tabby"]
+    paths = [f"{name}/{i}.jpg" for name in names for i in range(40)]
+    labels = np.repeat(np.arange(3), 40).astype(np.int32)
+    order = rng.permutation(len(paths))
+    data = splits.Split(paths, labels, names, np.sort(order[:90]), np.sort(order[90:]))
+    true_class = labels.copy()
+    flipped = [int(data.train[0]), int(data.train[1]), int(data.val[0])]
+    true_class[flipped] = (true_class[flipped] + 1) % 3  # filed under the class before the true one
+    probs = np.full((len(paths), 3), 0.05) + 0.05 * rng.uniform(size=(len(paths), 3))
+    probs[np.arange(len(paths)), true_class] = rng.uniform(0.8, 0.9, len(paths))
+    probs[flipped] = np.eye(3)[true_class[flipped]] * 0.96 + 0.02  # confidently another class than the filed one
+    probs /= probs.sum(axis=1, keepdims=True)
+    features = rng.normal(size=(len(paths), 6)) * 0.1 + np.eye(6)[true_class]
+    hashes = rng.integers(0, 2**63, size=len(paths), dtype=np.int64).astype(np.uint64)
+
+    rows, summary = review.find(tmp_path, review.Inputs(data, probs[data.val]), probs[data.train], features, hashes)
+    label_rows = {r["member"]: r for r in rows if r["kind"] == "label"}
+    assert set(label_rows) == {review.member(paths[i], "") for i in flipped}
+    for i in flipped:
+        row = label_rows[review.member(paths[i], "")]
+        assert (row["label"], row["predicted"]) == (names[labels[i]], names[true_class[i]])
+        assert row["probability"] == f"{probs[i].max():.4f}"
+        assert float(row["score"]) == pytest.approx(probs[i, labels[i]], abs=1e-4)  # self-confidence
+    assert summary["train_accuracy"] == round(float(np.mean(probs[data.train].argmax(1) == labels[data.train])), 4)
+
+
+@pytest.mark.slow  # three tiny models trained for an epoch: about 15 s
+def test_cross_validation_and_the_models_probabilities_have_a_column_per_class(tmp_path):
+    """A tiny real model of three classes: each fold's model and the trained one give three probabilities."""
+    from catsdogs import classes, params
+    from catsdogs.training import model as model_lib
+
+    p = params.parse(params_with(TINY_TRAINING | {"data": {"image_size": [16, 16], "batch_size": 8}}))
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 255, size=(12, 16, 16, 3), dtype=np.uint8)
+    labels = np.repeat(np.arange(3), 4).astype(np.int32)
+    data = splits.Split([f"{c}/{i}.jpg" for c in "abc" for i in range(4)], labels, ["a", "b", "c"],
+                        np.arange(9), np.arange(9, 12))
+    probs = review.cross_validated(array, data, p, folds=2, epochs=1, progress=lambda line: None)
+    assert probs.shape == (9, 3) and np.allclose(probs.sum(axis=1), 1)
+    model = model_lib.build((16, 16), 3, p.model, p.train.augment, seed=1)
+    model.save(tmp_path / "model.keras")
+    features, every = review.embeddings(tmp_path / "model.keras", array, 8)
+    assert features.shape[0] == 12 and every.shape == (12, 3) and np.allclose(every.sum(axis=1), 1)
+    assert np.allclose(every, classes.probabilities(model.predict(array, verbose=0)), atol=1e-6)
 
 
 def test_near_pairs_and_groups():
@@ -112,8 +163,11 @@ def test_accept_appends_named_and_top_candidates_without_duplicates(tmp_path):
 
 def test_accept_refuses_what_is_not_a_candidate(tmp_path):
     report = candidates_file(tmp_path, ROWS)
-    with pytest.raises(UserError, match="PetImages/Cat/99.jpg is not a candidate in"):
+    with pytest.raises(UserError) as info:
         review.accept(report, tmp_path / "exclude.csv", ["PetImages/Cat/99.jpg"], None, None)
+    assert str(info.value) == (f"PetImages/Cat/99.jpg is not a candidate in {report} (members look like "
+                               f"PetImages/Cat/1.jpg); to exclude another image, add it to {tmp_path / 'exclude.csv'} "
+                               "by hand")
     with pytest.raises(UserError, match="no review report"):
         review.accept(tmp_path / "none.csv", tmp_path / "exclude.csv", [], 1, None)
     assert not (tmp_path / "exclude.csv").exists()

@@ -66,16 +66,21 @@ def available() -> str:
 # that variable says), absl's preamble about it, and one known-harmless ERROR: Grappler's remapper giving up
 # on a graph (it then runs the graph unoptimized by that one pass; the results are the same). A partial line
 # that may become one of them waits for its end; any other output passes at once (progress bars use "\r").
-# A caller may name one more pattern of whole lines to drop (its first argument).
+# A caller may name one more pattern of whole lines to drop (its first argument) and how they start (its second:
+# a partial line that may become one waits for its end too).
 _FORWARDER = r"""
 import os, re, sys
 EXTRA = re.compile(sys.argv[1].encode()) if len(sys.argv) > 1 else None
+HEAD = sys.argv[2].encode() if len(sys.argv) > 2 else b""  # how an EXTRA line starts, after any "\r"
 NOISE = re.compile(rb"(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
                    rb"|[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] .*"
                    rb"|E\d{4} \d\d:\d\d:\d+\.\d+ +\d+ meta_optimizer\.cc:\d+\] remapper failed: .*)\r?$")
 PREAMBLE = b"WARNING: All log messages"
 
 def may_be_noise(partial):
+    tail = partial.rsplit(b"\r", 1)[-1]
+    if HEAD and tail and tail[:len(HEAD)] == HEAD[:len(tail)]:
+        return True
     if partial[:1] in (b"I", b"W", b"E") and (len(partial) == 1 or partial[1:2].isdigit()):
         return True
     return PREAMBLE.startswith(partial[:len(PREAMBLE)]) and partial[:1] == b"W"
@@ -102,10 +107,11 @@ if pending and not noise(pending):
 _QUIETED = "CATSDOGS_QUIETED_NATIVE_LOGS"  # says that TF_CPP_MIN_LOG_LEVEL was set here, not by the user
 
 
-def forwarder(extra_noise: str | None = None, out: int = 2) -> subprocess.Popen:
+def forwarder(extra_noise: tuple[str, str] | None = None, out: int = 2) -> subprocess.Popen:
     """A forwarding process (above) that writes what it is given to `out`, less the noise and any whole line
-    matching `extra_noise`: give a child process its `stdin` as stderr, then close it and wait."""
-    return subprocess.Popen([sys.executable, "-S", "-c", _FORWARDER, *([extra_noise] if extra_noise else [])],
+    matching `extra_noise`'s pattern (which starts with its literal head): give a child process its `stdin` as
+    stderr, then close it and wait."""
+    return subprocess.Popen([sys.executable, "-S", "-c", _FORWARDER, *(extra_noise or ())],
                             stdin=subprocess.PIPE, stdout=out, start_new_session=True)
 
 

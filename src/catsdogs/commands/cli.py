@@ -11,6 +11,7 @@ from pathlib import Path
 
 from catsdogs import tables
 from catsdogs.commands import experiments, review
+from catsdogs.serving.predict import TOP
 from catsdogs.entry import run_main
 from catsdogs.errors import UserError
 
@@ -44,7 +45,7 @@ def pipeline_path(given: str | None, stage: str, option: str) -> str:
 def _predict(args) -> int:
     from catsdogs.serving.predict import predict
 
-    results = predict(args.paths, pipeline_path(args.model, "train", "--model"), args.classes)
+    results = predict(args.paths, pipeline_path(args.model, "train", "--model"), args.classes, top=args.top)
     failed = [r for r in results if r.error]
     if args.json:
         print(json.dumps([r.as_dict() for r in results], indent=2))
@@ -52,7 +53,7 @@ def _predict(args) -> int:
         if result.error:
             print(result.sentence(), file=sys.stderr)
         elif not args.json:
-            print(result.sentence())
+            print(result.sentence(args.top))
     return 2 if failed else 0
 
 
@@ -106,12 +107,15 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="catsdogs", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    predict = commands.add_parser("predict", help='"This image is 94.30%% cat and 5.70%% dog." for each image')
+    predict = commands.add_parser("predict", help='"This image is 94.30%% cat and 5.70%% dog." for each image (the '
+                                  'top three of more classes)')
     predict.add_argument("paths", nargs="+", help="image files or folders")
     predict.add_argument("--model", help="a .keras file, a SavedModel folder or an .onnx file (models/export/ holds "
                          "all three; default: the train stage's --model in dvc.yaml)")
     predict.add_argument("--classes", help="class names (default: metadata.json beside the model, else classes.json)")
-    predict.add_argument("--json", action="store_true", help="machine-readable output")
+    predict.add_argument("--top", type=int, metavar="K", help="name the K most likely classes, most likely first "
+                         f"(default: both of two classes in label order, else the top {TOP})")
+    predict.add_argument("--json", action="store_true", help="machine-readable output (every class's probability)")
     predict.set_defaults(func=_predict)
 
     demo = commands.add_parser("demo", help="run the whole pipeline offline on a small synthetic dataset")
@@ -119,10 +123,10 @@ def main(argv=None) -> None:
     demo.add_argument("dvc_args", nargs=argparse.REMAINDER, help="more `dvc exp run` arguments, after --")
     demo.set_defaults(func=_demo)
 
-    reviewer = commands.add_parser("review", help="find likely label errors, non-pet images and train/validation "
-                                   "near-duplicates; accept them into the exclusion list")
+    reviewer = commands.add_parser("review", help="find likely label errors, images unlike the others (non_pet) and "
+                                   "train/validation near-duplicates; accept them into the exclusion list")
     reviewer.add_argument("--accept", nargs="+", default=[], metavar="MEMBER",
-                          help="append these candidates (archive members, as in candidates.csv) to the exclusion list")
+                          help="append these candidates (their `member` in the report) to the exclusion list")
     reviewer.add_argument("--accept-top", type=int, metavar="K", help="append the first K candidates of each kind")
     reviewer.add_argument("--kind", nargs="+", choices=tables.CANDIDATE_KINDS,
                           help="with --accept-top: only these kinds")
@@ -142,7 +146,9 @@ def main(argv=None) -> None:
 
     best = commands.add_parser("best", help="rank the experiments by a metric; apply or branch the best")
     best.add_argument("--metric", default=experiments.DEFAULT_METRIC,
-                      help="path:key, or a key found in one metrics file (default: %(default)s)")
+                      help="path:key, or a key found in one metrics file: accuracy, f1 (the second class's "
+                      "for two classes, the macro average for more), macro.f1, per_class_f1.CLASS, ... "
+                      "(default: %(default)s)")
     order = best.add_mutually_exclusive_group()
     order.add_argument("--min", dest="lower", action="store_true", default=None, help="lower is better "
                        "(the default for a loss or seconds)")

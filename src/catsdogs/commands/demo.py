@@ -38,8 +38,10 @@ def merge(base: dict, tree: dict) -> dict:
 
 
 # What `dvc exp run` warns of each output that no dvc.lock records yet (a fresh clone: all of them) when it
-# restores the workspace before running: nothing is missing, the stages are about to make them.
-NOTHING_TO_RESTORE = r"WARNING: No file hash info found for '.*'\. It won't be created\.\r?"
+# restores the workspace before running: nothing is missing, the stages are about to make them. A progress
+# bar may have drawn on the same line first (what a "\r" ends is overwritten anyway).
+NOTHING_TO_RESTORE = (r"(?:.*\r)?WARNING: No file hash info found for '.*'\. It won't be created\.\r?",
+                      "WARNING: No file hash info found for '")
 
 
 def run(config: str, extra_args: list[str]) -> int:

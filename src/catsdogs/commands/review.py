@@ -3,10 +3,11 @@
 Three kinds of candidates (tables.CANDIDATE_KINDS), each ranked, most suspect first:
 
 - `label`: the given class is likely wrong. cleanlab's confident learning (`cleanlab.filter.find_label_issues`)
-  on out-of-sample probabilities, ranked by the probability of the given class (self-confidence). The
-  validation subset's come from the evaluate stage (metrics/predictions.csv); the training subset's from a
-  K-fold cross-validation of the pipeline's own model and recipe on the training subset (each image
-  predicted by a model that never saw it): with 2 folds about the cost of the train stage once.
+  on out-of-sample probabilities of every class, ranked by the probability of the given class
+  (self-confidence). The validation subset's come from the trained model, as in the evaluate stage (whose
+  metrics/predictions.csv must list the same images); the training subset's from a K-fold
+  cross-validation of the pipeline's own model and recipe on the training subset (each image predicted by a
+  model that never saw it): with 2 folds about the cost of the train stage once.
 - `non_pet`: a picture unlike the others. cleanlab's out-of-distribution score
   (`cleanlab.outlier.OutOfDistribution`: the mean distance to the k nearest neighbours) of every image's
   embedding, the trained model's pooled features: flagged beyond Q3 + 1.7 IQR of those distances (the
@@ -32,7 +33,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,7 +66,7 @@ TRAIN, VALIDATION = tables.SUBSETS
 @dataclass
 class Inputs:
     data: splits.Split
-    val_probs: np.ndarray  # (len(data.val), 2), from the evaluate stage
+    val_probs: np.ndarray  # (len(data.val), classes), from the trained model
     root: str = ""  # the archive's folder of the class folders, as the filter found it: member names
 
 
@@ -88,26 +89,22 @@ def filter_root(filter_metrics: Path) -> str:
     return root
 
 
-def read_inputs(directory: Path, split_file: Path, classes_file: Path, predictions_file: Path) -> Inputs:
-    """The split and the evaluate stage's validation probabilities, checked against each other and against
-    the images (they must be the ones the model was trained and evaluated on)."""
+def read_inputs(directory: Path, split_file: Path, classes_file: Path, predictions_file: Path) -> splits.Split:
+    """The split, checked against the images and the evaluate stage's predictions (they must be the ones the
+    model was trained and evaluated on)."""
     class_names = classes.read(classes_file)
-    if not (isinstance(class_names, list) and len(class_names) == 2):
-        raise UserError(f"{classes_file}: the review needs two classes, not {class_names!r}")
+    if not (isinstance(class_names, list) and len(class_names) >= 2 and all(isinstance(n, str) for n in class_names)):
+        raise UserError(f"{classes_file}: {class_names!r} is not a list of two or more class names: rerun the train "
+                        "stage")
     data = splits.read_unchanged(directory, split_file, class_names)
     try:
         rows = tables.read(predictions_file, tables.PREDICTIONS, "run `dvc repro` first")
     except FileNotFoundError:
         raise UserError(f"{predictions_file}: predictions not found (run `dvc repro` first)") from None
-    score = {row["path"]: float(row["positive_probability"]) for row in rows}
-    val_paths = [data.paths[i] for i in data.val]
-    if sorted(score) != sorted(val_paths):
+    if sorted(row["path"] for row in rows) != sorted(data.paths[i] for i in data.val):
         raise UserError(f"{predictions_file} does not list exactly the validation images of {split_file}: "
                         "run `dvc repro` first")
-    positive = np.asarray([score[p] for p in val_paths])  # the score is the positive class's probability
-    val_probs = np.empty((len(val_paths), 2))
-    val_probs[:, classes.POSITIVE], val_probs[:, 1 - classes.POSITIVE] = positive, 1 - positive
-    return Inputs(data, val_probs)
+    return data
 
 
 def cross_validated(array: np.ndarray, data: splits.Split, p: params.Params, folds: int, epochs: int,
@@ -120,16 +117,17 @@ def cross_validated(array: np.ndarray, data: splits.Split, p: params.Params, fol
     from catsdogs.training import model as model_lib
 
     train = np.asarray(data.train)
+    num_classes = len(data.class_names)
     fold_of = np.random.default_rng([p.seed, 14]).permutation(len(train)) % folds
-    probs = np.zeros((len(train), 2))
+    probs = np.zeros((len(train), num_classes))
     for fold in range(folds):
         start = time.perf_counter()
         keras.utils.set_random_seed(p.seed + fold)
         fit_on, held = train[fold_of != fold], train[fold_of == fold]
         fit = batches.Batches(array, data.labels, fit_on, p.data.batch_size, shuffle=True, seed=p.seed + fold)
-        model = model_lib.build(p.data.image_size, 2, p.model, run.in_model_augmentation(p.train.augment),
-                                p.seed + fold)
-        model_lib.compile_for(model, 2, run.learning_rate(p.train.learning_rate, p.train.lr_schedule,
+        model = model_lib.build(p.data.image_size, num_classes, p.model,
+                                run.in_model_augmentation(p.train.augment), p.seed + fold)
+        model_lib.compile_for(model, num_classes, run.learning_rate(p.train.learning_rate, p.train.lr_schedule,
                                                           p.train.warmup_epochs, epochs, len(fit)))
         model.fit(fit, epochs=epochs, verbose=0, shuffle=False)
         held_batches = batches.Batches(array, data.labels, held, p.data.batch_size, shuffle=False, seed=p.seed)
@@ -141,8 +139,9 @@ def cross_validated(array: np.ndarray, data: splits.Split, p: params.Params, fol
     return probs
 
 
-def embeddings(model_file: Path, array: np.ndarray, batch_size: int) -> np.ndarray:
-    """Every image's pooled features in the trained model (the input of its last Dense layer)."""
+def embeddings(model_file: Path, array: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every image's pooled features in the trained model (the input of its last Dense layer), and its class
+    probabilities, from the same pass."""
     import keras
 
     from catsdogs.training import batches
@@ -152,14 +151,16 @@ def embeddings(model_file: Path, array: np.ndarray, batch_size: int) -> np.ndarr
     pooled = [layer for layer in model.layers if isinstance(layer, keras.layers.GlobalAveragePooling2D)]
     if not pooled:
         raise UserError(f"{model_file}: no global pooling layer to take features from")
-    features = keras.Model(model.inputs, pooled[-1].output)
+    both = keras.Model(model.inputs, [pooled[-1].output, model.outputs[0]])
     everything = batches.Batches(array, np.zeros(len(array), np.int32), np.arange(len(array)), batch_size,
                                  shuffle=False, seed=0)
-    return np.asarray(features.predict(everything, verbose=0), dtype=np.float32)
+    features, logits = both.predict(everything, verbose=0)
+    return np.asarray(features, dtype=np.float32), classes.probabilities(logits)
 
 
 def label_issues(labels: np.ndarray, probs: np.ndarray):
-    """cleanlab on one subset: (label-issue mask, label quality: the probability of the given class)."""
+    """cleanlab on one subset, with one probability column per class: (label-issue mask, label quality: the
+    probability of the given class)."""
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
@@ -403,20 +404,20 @@ def run(directory: Path, split_file: Path, classes_file: Path, predictions_file:
     epochs = epochs or p.epochs
     timings = {}
     start = time.perf_counter()
-    inputs = read_inputs(directory, split_file, classes_file, predictions_file)
-    if filter_metrics is not None:
-        inputs = replace(inputs, root=filter_root(filter_metrics))
+    data = read_inputs(directory, split_file, classes_file, predictions_file)
+    root = filter_root(filter_metrics) if filter_metrics is not None else ""
     backend.select(p.train.backend)
-    array = imagecache.load(directory, inputs.data.paths, p.data.image_size, image_cache, p.data.cache_mode)
+    array = imagecache.load(directory, data.paths, p.data.image_size, image_cache, p.data.cache_mode)
     timings["read_and_decode"] = time.perf_counter() - start
 
     start = time.perf_counter()
     log.info("cross-validating the training subset: %d folds, %d epochs each", folds, epochs)
-    train_probs = cross_validated(array, inputs.data, p, folds, epochs, progress=log.info)
+    train_probs = cross_validated(array, data, p, folds, epochs, progress=log.info)
     timings["cross_validation"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    features = embeddings(model_file, array, p.data.batch_size)
+    features, probs = embeddings(model_file, array, p.data.batch_size)
+    inputs = Inputs(data, probs[data.val], root)
     timings["embeddings"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -466,8 +467,9 @@ def accept(candidates: Path, exclude: Path, members: list[str], top: int | None,
     chosen = []
     for name in members:
         if name not in by_member:
-            raise UserError(f"{name} is not a candidate in {candidates} (members are named as in its member column); "
-                            f"to exclude another image, add it to {exclude} by hand")
+            like = f" (members look like {rows[0]['member']})" if rows else ""
+            raise UserError(f"{name} is not a candidate in {candidates}{like}; to exclude another image, add it "
+                            f"to {exclude} by hand")
         chosen.append(by_member[name])
     if top is not None:
         wanted = kinds or list(tables.CANDIDATE_KINDS)

@@ -305,8 +305,9 @@ def member_name(root: str, path: str) -> str:
 
 
 def list_members(source: ZipSource | TarSource, root: str | None = None) -> zipped.Members:
-    """Sort members as catsdogs.data.archive.list_members does, under the root found (or given): images
-    are `<root>/<class>/<image>`, the rest is ignored with a reason. Fewer than two classes is an error."""
+    """Sort members into class images and the rest (catsdogs.data.archive.Members), under the root found (or
+    given): images are `<root>/<class>/<image>`, the rest is ignored with a reason. Fewer than two classes is
+    an error."""
     entries = source.entries()
     last = {entry.name: entry.key for entry in entries}
     reasons = {}

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("plot")
 
 GRID = 3  # the tutorial's 3x3 grids
+TILT_ABOVE = 4  # with more classes, the confusion matrix's predicted-class names are tilted
 
 
 def save(fig: Figure, path: Path) -> None:
@@ -115,27 +116,34 @@ def confusion_matrix(predictions: list[dict], class_names: list[str]) -> Figure:
     for (row, col), count in np.ndenumerate(counts):
         ax.text(col, row, str(count), ha="center", va="center",
                 color="white" if count > counts.max() / 2 else "black")
-    ax.set_xticks(range(n), class_names)
+    tilted = {"rotation": 45, "ha": "right", "rotation_mode": "anchor"} if n > TILT_ABOVE else {}
+    ax.set_xticks(range(n), class_names, **tilted)  # tilted, ten names side by side stay apart
     ax.set_yticks(range(n), class_names)
     ax.set(xlabel="predicted", ylabel="actual", title=f"Confusion matrix ({len(predictions)} validation images)")
     return fig
 
 
 def roc(curve: list[dict], predictions: list[dict], class_names: list[str]) -> Figure:
-    """The AUC comes from the positive class's probabilities with catsdogs.evaluation.metrics, so it is the
-    number the evaluate stage reports."""
-    if len(class_names) != 2:
-        return text_figure(f"No ROC curve: it needs two classes, the images have {len(class_names)}")
+    """For two classes the AUC comes from the positive class's probabilities with catsdogs.evaluation.metrics, so
+    it is the number the evaluate stage reports. For more, the curve is the evaluate stage's mean of the
+    one-vs-rest curves (predictions.csv holds no class's probability but the predicted one's): its area is the
+    macro ROC AUC the evaluate stage reports, to the CSV's six decimals."""
     if not curve:
         return text_figure("No ROC curve: the ROC file has no rows")
-    positive = label_indices(predictions, "actual", class_names) == classes.POSITIVE
-    auc = metrics.roc_auc(positive, np.asarray([float(r["positive_probability"]) for r in predictions]))
+    fpr, tpr = [float(r["fpr"]) for r in curve], [float(r["tpr"]) for r in curve]
+    if len(class_names) == 2:
+        positive = label_indices(predictions, "actual", class_names) == classes.POSITIVE
+        auc = metrics.roc_auc(positive, np.asarray([float(r["positive_probability"]) for r in predictions]))
+        title = f"ROC curve ({class_names[classes.POSITIVE]} as the positive class)"
+    else:
+        auc = metrics.area(np.asarray(fpr), np.asarray(tpr))
+        title = f"ROC curve (mean of the {len(class_names)} one-vs-rest curves)"
     fig = Figure(figsize=(6, 6), layout="constrained")
     ax = fig.subplots()
-    ax.plot([float(r["fpr"]) for r in curve], [float(r["tpr"]) for r in curve], label=f"model (AUC = {auc:.4f})")
+    ax.plot(fpr, tpr, label=f"model (AUC = {auc:.4f})")
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01), aspect="equal",
-           title=f"ROC curve ({class_names[classes.POSITIVE]} as the positive class)")
+           title=title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     return fig

@@ -1,4 +1,5 @@
-"""Predictions on new photos: "This image is 94.30% cat and 5.70% dog."
+"""Predictions on new photos: "This image is 94.30% cat and 5.70% dog." for two classes, in label order; for
+more, the TOP most likely, most likely first: "This image is 81.20% tabby, 12.00% tiger and 4.10% lynx."
 
 Every input is checked with the filter's own check before decoding, so a bad file is reported with the
 same reason the pipeline would give, and the good files are still predicted. The model may be the `.keras`
@@ -18,6 +19,9 @@ from catsdogs.data import images
 from catsdogs.serving import exports
 from catsdogs.errors import UserError
 
+TOP = 3  # the classes a sentence names when there are more than two
+
+
 
 @dataclass
 class Result:
@@ -25,10 +29,15 @@ class Result:
     probabilities: dict[str, float] | None = None
     error: str | None = None
 
-    def sentence(self) -> str:
+    def sentence(self, top: int | None = None) -> str:
+        """Both classes of two in label order, as the tutorial says it; else (or with `top`) the `top` (default
+        TOP) most likely, most likely first (ties in label order)."""
         if self.error:
             return f"{self.path}: skipped: {self.error}"
-        parts = [f"{100 * p:.2f}% {name.lower()}" for name, p in self.probabilities.items()]
+        shown = list(self.probabilities.items())
+        if top is not None or len(shown) > 2:
+            shown = sorted(shown, key=lambda item: -item[1])[: top or TOP]
+        parts = [f"{100 * p:.2f}% {name.lower()}" for name, p in shown]
         listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
         return f"{self.path}: This image is {listed}."
 
@@ -73,15 +82,20 @@ def _read(file: Path, max_pixels: int) -> tuple[bytes | None, str | None]:
         return None, f"unreadable: {exc.strerror or exc}"
 
 
-def predict(paths, model_path, classes_path=None, max_pixels: int | None = None) -> list[Result]:
+def predict(paths, model_path, classes_path=None, max_pixels: int | None = None,
+            top: int | None = None) -> list[Result]:
     """One Result per file, in input order; unreadable files carry an error instead of probabilities.
     `model_path`: a .keras file, a SavedModel folder or an .onnx file; `classes_path`: the class names
     (default: the metadata file beside the model, else classes.json beside it). `max_pixels`: larger images
-    are refused as decompression bombs (default: Pillow's own limit)."""
+    are refused as decompression bombs (default: Pillow's own limit). `top`, the classes each sentence will name,
+is checked against the model's classes before any image is read."""
     max_pixels = max_pixels or images.MAX_PIXELS
     files = expand(paths)
     runner = exports.load(model_path)
     class_names = exports.class_names(runner, classes_path)
+    if top is not None and not 1 <= top <= len(class_names):
+        raise UserError(f"--top {top}: how many classes each sentence names, 1 to {len(class_names)} (the model's "
+                        "classes)")
     size = runner.image_size
 
     results, good, arrays = [], [], []

@@ -2,7 +2,8 @@
 
 Loads the model with safe_mode=True and scores exactly the validation files the train stage held out,
 as its split file lists them, after checking that none of the images changed since. Writes summary
-metrics for `dvc metrics`, and per-image predictions and the ROC curve for `dvc plots`.
+metrics for `dvc metrics` (per class and macro-averaged too), and per-image predictions and the ROC curve for
+`dvc plots`: for more than two classes, the mean of the one-vs-rest curves, without thresholds.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-
-import numpy as np
 
 from catsdogs import atomic, backend, classes, params, tables
 from catsdogs.data import imagecache, splits
@@ -32,7 +31,8 @@ def main(argv=None) -> None:
     parser.add_argument("--split", type=Path, required=True, help="the train stage's split file")
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--predictions", type=Path, required=True, help="per-image CSV")
-    parser.add_argument("--roc", type=Path, required=True, help="ROC curve CSV (two classes)")
+    parser.add_argument("--roc", type=Path, required=True, help="ROC curve CSV (for more than two classes, "
+                        "the macro average of the one-vs-rest curves)")
     parser.add_argument("--image-cache", type=Path, required=True, help="folder of the decoded-image cache")
     args = parser.parse_args(argv)
     p = params.for_stage("evaluate", PARAMS)
@@ -51,8 +51,6 @@ def main(argv=None) -> None:
     probs = classes.probabilities(model.predict(val, verbose=2))
     labels = data.labels[data.val]
     summary = metrics.classification(labels, probs, class_names)
-    true_prob = probs[np.arange(len(labels)), labels]
-    summary["loss"] = round(float(-np.mean(np.log(np.clip(true_prob, 1e-7, 1.0)))), 6)
 
     predicted = probs.argmax(axis=1)
     binary = len(class_names) == 2
@@ -63,8 +61,9 @@ def main(argv=None) -> None:
     if binary:
         fpr, tpr, thresholds = metrics.roc_curve(labels == classes.POSITIVE, probs[:, classes.POSITIVE])
         curve = ([f"{a:.6f}", f"{b:.6f}", f"{min(t, 1.0):.6f}"] for a, b, t in zip(fpr, tpr, thresholds))
-    else:
-        curve = []
+    else:  # the macro average of the one-vs-rest curves: no one threshold gives a point of it
+        fpr, tpr = metrics.macro_roc_curve(labels, probs)
+        curve = ([f"{a:.6f}", f"{b:.6f}", ""] for a, b in zip(fpr, tpr))
     atomic.write_csv(args.roc, tables.ROC, curve)
     atomic.write_json(args.metrics, summary)
     log.info("validation: %d images, accuracy %.4f, loss %.4f, ROC AUC %.4f, F1 %.4f",
