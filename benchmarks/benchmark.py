@@ -106,10 +106,10 @@ def prepare(folder: Path, args, images_per_class: int, size: int, epochs: int, p
     """A synthetic archive (or the photos) through the real download and filter stages: the cleaned folder."""
     folder.mkdir(parents=True, exist_ok=True)
     write_params(folder, args, images_per_class, size, epochs, photos)
-    checked(python(["-m", "catsdogs.stages.download", "--out", "raw.zip", "--partial-dir", "partial"], folder))
-    checked(python(["-m", "catsdogs.stages.filter", "raw.zip", "--out", "clean", "--metrics", "filter.json",
+    checked(python(["-m", "catsdogs.stages.download", "--out", "raw", "--partial-dir", "partial"], folder))
+    checked(python(["-m", "catsdogs.stages.filter", "raw", "--out", "clean", "--metrics", "filter.json",
                     "--report", "dropped.csv"], folder))
-    return folder / "clean" / "PetImages"
+    return folder / "clean"
 
 
 TRAIN_ARGS = ["--model", "model.keras", "--classes", "classes.json", "--split", "split.csv",

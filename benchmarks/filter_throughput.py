@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="0 = one per core")
     args = parser.parse_args()
     if not args.archive.exists():
-        raise SystemExit(f"{args.archive}: not found (pass an archive laid out like PetImages/<class>/N.jpg)")
+        raise SystemExit(f"{args.archive}: not found (pass an archive of class folders, e.g. PetImages/<class>/N.jpg)")
     with tempfile.TemporaryDirectory() as tmp:
         archive = as_zip(args.archive, Path(tmp), args.copies)
         print(f"{args.archive.name}: {os.cpu_count()} cores, workers={args.workers or os.cpu_count()}, "

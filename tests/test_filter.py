@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from catsdogs.data import archive
+from catsdogs.data import sources
 from catsdogs.stages import filter as filter_stage
 from conftest import COMMITTED_PARAMS_TEXT
 
@@ -60,7 +60,7 @@ def test_hostile_names_never_leave_the_output_folder(workdir: Path):
     }, symlinks=["PetImages/Cat/link.jpg"])
     summary, report = run_filter(workdir, zip_path)
     assert sorted(p.relative_to(workdir).as_posix() for p in (workdir / "data").rglob("*") if p.is_file()) == [
-        "data/clean/PetImages/Cat/1.jpg", "data/clean/PetImages/Dog/1.jpg"]
+        "data/clean/Cat/1.jpg", "data/clean/Dog/1.jpg"]
     assert not list(workdir.parent.glob("evil*")) and not Path("/abs/evil.jpg").exists()
     reasons = {row["member"]: row["detail"] for row in report if row["reason"] == "ignored"}
     assert reasons["../evil.jpg"] == "path escapes the archive ('..')"
@@ -83,7 +83,7 @@ def test_counts_per_reason_and_class(workdir: Path):
                                              "too_large": 0, "excluded": 0}
     assert {row["member"]: row["reason"] for row in report} == {
         "PetImages/Cat/5.jpg": "empty", "PetImages/Dog/4.jpg": "truncated", "PetImages/Dog/5.jpg": "not_an_image"}
-    kept = workdir / "data/clean/PetImages/Cat/0.jpg"
+    kept = workdir / "data/clean/Cat/0.jpg"
     assert kept.read_bytes() == members["PetImages/Cat/0.jpg"]  # original bytes, not re-encoded
 
 
@@ -96,8 +96,12 @@ def test_jfif_method_counts_only_its_own_reason(workdir: Path):
 
 
 @pytest.mark.parametrize("members, message", [
-    ({"PetImages/Cat/0.jpg": jpeg(0)}, "at least two classes, found Cat"),
-    ({"images/Cat/0.jpg": jpeg(0), "images/Dog/0.jpg": jpeg(0)}, "found none"),
+    ({"PetImages/Cat/0.jpg": jpeg(0)},
+     "a.zip: only one class folder, Cat, under PetImages/<class>/: at least two classes are needed\n"),
+    ({"roses/1.jpg": jpeg(0), "roses/2.jpg": jpeg(1)},  # a packed folder of one class
+     "a.zip: only one class folder, roses, under <class>/ at the top level: at least two classes are needed\n"),
+    ({"PetImages/Cat/notes.txt": b"x", "readme.txt": b"y"},
+     "a.zip: no images in class folders PetImages/<class>/ (image files end in "),
 ])
 def test_archive_without_the_class_folders_is_an_error(workdir: Path, members, message, capsys):
     with pytest.raises(SystemExit) as info:
@@ -138,8 +142,7 @@ def test_truncated_zip_is_a_clear_error(workdir: Path, capsys):
 def test_list_members_sorts_images_from_the_rest(tmp_path: Path):
     path = make_zip(tmp_path / "a.zip", {"PetImages/Cat/1.jpg": b"x", "PetImages/Dog/2.JPG": b"y",
                                          "PetImages/.git/3.jpg": b"z", "CDLA-Permissive-2.0.pdf": b"%PDF"})
-    with archive.open_zip(path) as zf:
-        members = archive.list_members(zf)
+    members = sources.list_members(sources.open_source(path))
     assert members.images == [("PetImages/Cat/1.jpg", "Cat"), ("PetImages/Dog/2.JPG", "Dog")]
     assert dict(members.ignored) == {"PetImages/.git/3.jpg": "hidden folder",
                                      "CDLA-Permissive-2.0.pdf": "outside PetImages/<class>/"}
@@ -152,8 +155,7 @@ def test_list_members_says_why_each_other_member_is_ignored(tmp_path: Path):
         "Other/Cat/5.jpg": b"z", "PetImages/Dog/notes.txt": b"t", "PetImages/.cache/6.jpg": b"z",
         "C:/PetImages/Cat/7.jpg": b"z", "\\PetImages\\Cat\\8.jpg": b"z",
     })
-    with archive.open_zip(path) as zf:
-        members = archive.list_members(zf)
+    members = sources.list_members(sources.open_source(path), "PetImages")  # PetImages/Cat/ is a candidate too
     assert members.images == [("PetImages/Cat/1.jpg", "Cat"), ("PetImages/Dog/1.jpg", "Dog")]
     outside = "outside PetImages/<class>/"
     assert dict(members.ignored) == {
@@ -170,8 +172,8 @@ def test_summarize_counts_every_field():
                ("PetImages/Dog/2.jpg", "Dog", "truncated"), ("PetImages/Dog/3.jpg", "Dog", "truncated"),
                ("PetImages/Emu/0.jpg", "Emu", "corrupt")]
     ignored = [("readme[1].txt", "outside PetImages/<class>/"), ("PetImages/Cat/Thumbs.db", "not an image file name")]
-    assert filter_stage.summarize(results, ignored, "decode", 1.234) == {
-        "method": "decode", "images": 7, "kept": 3, "dropped": 4,
+    assert filter_stage.summarize(results, ignored, "decode", 1.234, "PetImages") == {
+        "method": "decode", "root": "PetImages", "images": 7, "kept": 3, "dropped": 4,
         "kept_per_class": {"Cat": 1, "Dog": 2, "Emu": 0},  # a class with nothing kept is listed, with 0
         "dropped_per_reason": {"empty": 1, "not_an_image": 0, "corrupt": 1, "truncated": 2, "too_large": 0,
                                "excluded": 0},
@@ -203,7 +205,7 @@ def test_listed_members_are_dropped_as_excluded_with_the_lists_reason(workdir: P
     assert {row["member"]: (row["reason"], row["detail"]) for row in report} == {
         "PetImages/Cat/1.jpg": ("excluded", "label: given Cat, 0.98 Dog"),
         "PetImages/Dog/3.jpg": ("excluded", "duplicate of PetImages/Dog/0.jpg")}
-    assert not (workdir / "data/clean/PetImages/Cat/1.jpg").exists()
+    assert not (workdir / "data/clean/Cat/1.jpg").exists()
 
 
 def test_a_missing_exclusion_list_excludes_nothing(workdir: Path):
@@ -219,7 +221,7 @@ def test_a_missing_exclusion_list_excludes_nothing(workdir: Path):
     ("path,reason\nPetImages/Cat/1.jpg,x\n",
      "exclude.csv: columns ['path', 'reason'] are not ['member', 'reason', 'who', 'when']"),
     ("member,reason,who,when\n/etc/passwd,x,,\n",
-     "exclude.csv, line 2: '/etc/passwd' is an absolute path: list archive members as PetImages/<class>/<file>"),
+     "exclude.csv, line 2: '/etc/passwd' is an absolute path: list archive members as metrics/filter_dropped.csv names them (<root>/<class>/<file>)"),
     ("member,reason,who,when\nPetImages/Cat/../../evil.jpg,x,,\n",
      "exclude.csv, line 2: 'PetImages/Cat/../../evil.jpg' climbs out with '..'"),
     ("member,reason,who,when\nC:\\PetImages\\Cat\\1.jpg,x,,\n", "line 2: 'C:\\\\PetImages"),
@@ -233,4 +235,43 @@ def test_a_bad_exclusion_list_is_one_line_and_writes_nothing(workdir: Path, text
     assert info.value.code == 2
     [line] = capsys.readouterr().err.strip().splitlines()
     assert message in line
+    assert not (workdir / "data").exists() and not (workdir / "metrics").exists()
+
+
+TWO_ROOTS = {f"set/{part}/{cls}/0.jpg": jpeg(i) for i, (part, cls) in
+             enumerate((p, c) for p in ("train", "val") for c in ("a", "b"))}
+
+
+def test_two_candidate_roots_stop_the_stage_until_filter_root_names_one(workdir: Path, capsys):
+    path = make_zip(workdir / "a.zip", TWO_ROOTS)
+    with pytest.raises(SystemExit) as info:
+        run_filter(workdir, path)
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (f"error: {path}: two candidate roots, set/train/ and set/val/, each holding "
+                                       "class folders of images: set filter.root to the one to use\n")
+    assert not (workdir / "data").exists() and not (workdir / "metrics").exists()
+
+    text = (workdir / "params.yaml").read_text()
+    (workdir / "params.yaml").write_text(text.replace("  root: null", "  root: set/val"))
+    summary, report = run_filter(workdir, path)
+    assert summary["root"] == "set/val" and summary["kept_per_class"] == {"a": 1, "b": 1}
+    assert {row["member"]: row["detail"] for row in report} == {
+        "set/train/a/0.jpg": "outside set/val/<class>/", "set/train/b/0.jpg": "outside set/val/<class>/"}
+    assert sorted(p.relative_to(workdir / "data/clean").as_posix() for p in (workdir / "data/clean").rglob("*.jpg")) \
+        == ["a/0.jpg", "b/0.jpg"]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_bytes(b"just some text, not an archive\n" * 40),
+     "not a readable zip archive, nor a tar (plain, gzip, bzip2 or xz), nor a folder"),
+    (lambda p: p.mkdir(), "a folder; pack it first (catsdogs.data.packing; the download stage does)"),
+    (lambda p: None, "archive not found (run the download stage first)"),
+])
+def test_a_source_that_cannot_be_read_is_one_line(workdir: Path, make, message, capsys):
+    path = workdir / "archive"
+    make(path)
+    with pytest.raises(SystemExit) as info:
+        run_filter(workdir, path)
+    assert info.value.code == 2
+    assert capsys.readouterr().err == f"error: {path}: {message}\n"
     assert not (workdir / "data").exists() and not (workdir / "metrics").exists()

@@ -214,7 +214,7 @@ def test_filter_stage_on_every_odd_image(workdir: Path):
     assert {row["member"]: row["reason"] for row in report if row["reason"] != "ignored"} == expected
     assert {row["member"]: row["detail"] for row in report if row["reason"] == "ignored"} == {
         "PetImages/Dog/Thumbs.db": "not an image file name"}
-    clean = workdir / "data/clean/PetImages"
+    clean = workdir / "data/clean"
     kept = {f"PetImages/{p.relative_to(clean).as_posix()}" for p in clean.rglob("*") if p.is_file()}
     assert kept == {name for name in members if name.endswith((".jpg", ".png"))} - set(expected)
     assert summary["kept"] == len(kept) and summary["dropped"] == len(expected)
@@ -276,9 +276,8 @@ def test_more_escaping_names_and_duplicates_are_ignored(workdir: Path):
         ("\\\\server\\share\\evil.jpg", "absolute path"), ("PetImages/../evil.jpg", "path escapes the archive ('..')"),
         ("PetImages/Cat/2.jpg", "duplicate member name (a later entry of the same name is used)"),
     ])
-    assert files_under(workdir / "data") == {"clean", "clean/PetImages", "clean/PetImages/Cat",
-                                             "clean/PetImages/Dog", "clean/PetImages/Cat/1.jpg",
-                                             "clean/PetImages/Cat/2.jpg", "clean/PetImages/Dog/1.jpg"}
+    assert files_under(workdir / "data") == {"clean", "clean/Cat", "clean/Dog", "clean/Cat/1.jpg",
+                                             "clean/Cat/2.jpg", "clean/Dog/1.jpg"}
     assert not list(workdir.parent.rglob("*evil*"))
     assert summary["kept"] == 3 and summary["dropped"] == 0
 
@@ -309,7 +308,7 @@ def damage(zip_path: Path, member: str, how: str) -> None:
     ("encrypted", "member PetImages/Dog/3.jpg cannot be read (File 'PetImages/Dog/3.jpg' is encrypted"),
 ])
 def test_damaged_member_is_one_clear_error_and_writes_nothing(tmp_path: Path, how, message):
-    zip_path = tmp_path / "data/raw/kagglecatsanddogs_5340.zip"
+    zip_path = tmp_path / "data/raw/archive"
     zip_path.parent.mkdir(parents=True)
     with zipfile.ZipFile(zip_path, "w") as zf:
         for cls in ("Cat", "Dog"):
@@ -323,9 +322,9 @@ def test_damaged_member_is_one_clear_error_and_writes_nothing(tmp_path: Path, ho
                             timeout=60)
     assert result.returncode == 2, result.stderr
     [line] = error_lines(result.stderr)
-    assert line.startswith("error: data/raw/kagglecatsanddogs_5340.zip: " + message)
+    assert line.startswith("error: data/raw/archive: " + message)
     assert "Traceback" not in result.stderr
-    assert files_under(tmp_path / "data") == {"raw", "raw/kagglecatsanddogs_5340.zip"}
+    assert files_under(tmp_path / "data") == {"raw", "raw/archive"}
     assert not (tmp_path / "metrics").exists()
 
 
@@ -431,7 +430,7 @@ def wait_for(process: subprocess.Popen, found, timeout: float) -> None:
 def test_ctrl_c_during_training_exits_130_and_writes_no_output(tmp_path: Path):
     rng = np.random.default_rng(0)
     for cls in ("Cat", "Dog"):
-        folder = tmp_path / "data/clean/PetImages" / cls
+        folder = tmp_path / "data/clean" / cls
         folder.mkdir(parents=True)
         for i in range(10):
             Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
@@ -469,7 +468,7 @@ def test_ctrl_c_during_training_exits_130_and_writes_no_output(tmp_path: Path):
 def big_archive(tmp_path: Path) -> Path:
     """Two chunks of work for two worker processes: 64 large photos (seconds of decoding) and 4 small ones.
     Once the small ones are written, one worker is busy and the other idle: the moment to interrupt."""
-    archive = tmp_path / "data/raw/kagglecatsanddogs_5340.zip"
+    archive = tmp_path / "data/raw/archive"
     archive.parent.mkdir(parents=True)
     large = [encode(photo(seed, size=(2000, 1500)), "JPEG", quality=50) for seed in range(2)]
     with zipfile.ZipFile(archive, "w") as zf:
@@ -483,7 +482,7 @@ def big_archive(tmp_path: Path) -> Path:
 
 def writing_started(folder: Path):
     def small_chunk_done() -> bool:
-        if len(list(folder.glob("data/.clean.*.tmp/PetImages/Dog/*.jpg"))) < 4:
+        if len(list(folder.glob("data/.clean.*.tmp/Dog/*.jpg"))) < 4:
             return False
         time.sleep(0.2)  # the worker hands its results back and waits for more
         return True
@@ -499,7 +498,7 @@ def test_ctrl_c_during_filter_exits_130_and_leaves_nothing(big_archive: Path):
     assert process.returncode == 130, stderr[-3000:]
     assert "interrupted: nothing half-written was left behind" in stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr  # nor one per worker process
-    assert files_under(big_archive / "data") == {"raw", "raw/kagglecatsanddogs_5340.zip"}
+    assert files_under(big_archive / "data") == {"raw", "raw/archive"}
     assert not (big_archive / "metrics").exists()
 
 
@@ -517,7 +516,7 @@ def test_sigkill_during_filter_leaves_no_output_and_the_next_run_cleans_up(big_a
 
     # The next run removes it (a smaller archive, to be quick).
     small = {f"PetImages/{cls}/{i}.jpg": encode(photo(i), "JPEG") for cls in ("Cat", "Dog") for i in range(3)}
-    make_zip(data / "raw/kagglecatsanddogs_5340.zip", small)
+    make_zip(data / "raw/archive", small)
     result = subprocess.run(stage_command("filter"), cwd=big_archive, env=STAGE_ENV, text=True,
                             capture_output=True, timeout=60)
     assert result.returncode == 0, result.stderr

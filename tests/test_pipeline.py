@@ -13,7 +13,7 @@ from catsdogs import history, tables
 from catsdogs.data import images, synthetic
 from conftest import TINY_DATA, TINY_TRAINING, dvc, run, set_params
 
-ARCHIVE = "data/raw/kagglecatsanddogs_5340.zip"
+ARCHIVE = "data/raw/archive"
 
 
 def ran(result) -> set[str]:
@@ -46,7 +46,7 @@ def test_repro_filter_on_synthetic_archive(repo):
     expected = expected_drops(repo / ARCHIVE, "decode")
     assert sum(expected.values()) >= 4  # the archive really has odd files in it
     assert {r: n for r, n in summary["dropped_per_reason"].items() if n} == dict(expected)
-    kept = sorted(p.name for p in (repo / "data/clean/PetImages").rglob("*.jpg"))
+    kept = sorted(p.name for p in (repo / "data/clean").rglob("*.jpg"))
     assert len(kept) == summary["kept"] == summary["images"] - sum(expected.values())
     assert summary["ignored_members"] == 4  # two Thumbs.db, the licence and the readme
 
@@ -148,7 +148,7 @@ def test_whole_pipeline_then_an_experiment(repo, tmp_path):
             for baseline in shown for exp in baseline.get("experiments") or []} == {3}
 
     # predict on one of the synthetic images, through the installed console command
-    image = next((repo / "data/clean/PetImages/Dog").glob("*.jpg"))
+    image = next((repo / "data/clean/Dog").glob("*.jpg"))
     out = run(sys.executable, "-m", "catsdogs.commands.cli", "predict", str(image), cwd=repo).stdout.strip()
     assert out.startswith(f"{image}: This image is ") and out.endswith("% dog.")
     cat, dog = [float(word.rstrip("%")) for word in out.split() if word.endswith("%")]

@@ -52,13 +52,13 @@ def test_find_ranks_flipped_labels_outliers_and_cross_split_duplicates(tmp_path)
         hashes[a] = hashes[b] ^ np.uint64(0b101)  # 2 bits apart
     hashes[data.train[30]] = hashes[data.train[31]]  # a duplicate within the training subset: not a candidate
 
-    inputs = review.Inputs(data, probs[data.val])
+    inputs = review.Inputs(data, probs[data.val], root="PetImages")
     rows, summary = review.find(tmp_path, inputs, probs[data.train], features, hashes, max_distance=4)
     by_kind = {kind: [r for r in rows if r["kind"] == kind] for kind in tables.CANDIDATE_KINDS}
-    assert {r["member"] for r in by_kind["label"]} == {review.member(paths[i]) for i in flipped}
-    assert {r["member"] for r in by_kind["non_pet"][:2]} == {review.member(paths[i]) for i in odd}  # first
+    assert {r["member"] for r in by_kind["label"]} == {review.member(paths[i], "PetImages") for i in flipped}
+    assert {r["member"] for r in by_kind["non_pet"][:2]} == {review.member(paths[i], "PetImages") for i in odd}  # first
     assert {(r["member"], r["partner"]) for r in by_kind["duplicate"]} == {
-        (review.member(paths[a]), review.member(paths[b])) for a, b in copy_of.items()}
+        (review.member(paths[a], "PetImages"), review.member(paths[b], "PetImages")) for a, b in copy_of.items()}
     assert all(r["distance"] == "2" for r in by_kind["duplicate"])
     assert summary["groups_spanning_subsets"] == 2 and summary["near_duplicate_groups"] == 3
     assert [int(r["rank"]) for r in by_kind["label"]] == list(range(1, 9))
@@ -87,9 +87,9 @@ def test_find_on_three_classes_with_known_probabilities(tmp_path):
 
     rows, summary = review.find(tmp_path, review.Inputs(data, probs[data.val]), probs[data.train], features, hashes)
     label_rows = {r["member"]: r for r in rows if r["kind"] == "label"}
-    assert set(label_rows) == {review.member(paths[i]) for i in flipped}
+    assert set(label_rows) == {review.member(paths[i], "") for i in flipped}
     for i in flipped:
-        row = label_rows[review.member(paths[i])]
+        row = label_rows[review.member(paths[i], "")]
         assert (row["label"], row["predicted"]) == (names[labels[i]], names[true_class[i]])
         assert row["probability"] == f"{probs[i].max():.4f}"
         assert float(row["score"]) == pytest.approx(probs[i, labels[i]], abs=1e-4)  # self-confidence
@@ -217,7 +217,8 @@ def test_review_command_on_a_tiny_pipeline(repo):
 
     rows = review.read_candidates(repo / "review" / review.CANDIDATES_FILE)
     found = {frozenset((r["member"], r["partner"])) for r in rows if r["kind"] == "duplicate"}
-    subset = {review.member(r["path"]): r["subset"] for r in csv.DictReader((repo / "models/split.csv").open())}
+    root = review.filter_root(repo / "metrics/filter.json")
+    subset = {review.member(r["path"], root): r["subset"] for r in csv.DictReader((repo / "models/split.csv").open())}
     truth = {frozenset((m, o)) for m, (kind, o) in synthetic.faults(**params["download"]["synthetic"]).items()
              if kind == "duplicate" and subset[m] != subset[o]}
     assert len(truth) >= 3

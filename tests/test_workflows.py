@@ -33,7 +33,7 @@ pytestmark = pytest.mark.slow  # every test here rests on real (tiny) training r
 STAGES = ["download", "filter", "train", "export", "evaluate", "plot"]
 EPOCHS = 6  # the resume test kills training after epoch 2: four more epochs of margin
 PARAMS = TINY_DATA | TINY_TRAINING | {"epochs": EPOCHS}
-ARCHIVE = "data/raw/kagglecatsanddogs_5340.zip"
+ARCHIVE = "data/raw/archive"
 
 
 def ran(result) -> set[str]:
@@ -65,7 +65,7 @@ def pipeline(tmp_path_factory) -> Path:
     tracked = git(repo, "ls-files").split()
     assert {"dvc.lock", "metrics/metrics.json", "metrics/train/metrics.json", "metrics/train/plots/metrics/loss.tsv",
             "models/classes.json"} <= set(tracked)
-    assert not [p for p in tracked if p.startswith(("data/clean/", "data/raw/k", "models/checkpoints/",
+    assert not [p for p in tracked if p.startswith(("data/clean/", "data/raw/archive", "models/checkpoints/",
                                                       "models/model.keras", "metrics/plots/"))]
     return repo
 
@@ -488,7 +488,7 @@ def subsets(repo: Path) -> dict[str, str]:
     """{image path: "val" or "train"}: validation images from the evaluate stage's predictions, the rest
     of the cleaned folder for training."""
     val = {row["path"] for row in read_csv((repo / "metrics/predictions.csv").read_text())}
-    root = repo / "data/clean/PetImages"
+    root = repo / "data/clean"
     every = {p.relative_to(root).as_posix() for p in root.rglob("*.jpg")}
     assert val < every
     return {p: "val" if p in val else "train" for p in every}
@@ -497,7 +497,7 @@ def subsets(repo: Path) -> dict[str, str]:
 def keras_subsets(repo: Path) -> dict[str, str]:
     """What `data.split_method: keras` (the tutorial's seeded shuffle) picks for the cleaned folder as it is."""
     p = yaml.safe_load((repo / "params.yaml").read_text())
-    paths, labels, _ = images.index(repo / "data/clean/PetImages", seed=p["seed"])
+    paths, labels, _ = images.index(repo / "data/clean", seed=p["seed"])
     train, val = splits.keras_holdout(paths, p["data"]["validation_split"])
     return {p: "train" for p in train} | {p: "val" for p in val}
 

@@ -36,6 +36,14 @@ RENAMED = {
 TRAINING = ("epochs", "seed", "data", "model", "train")
 
 
+# The tutorial's archive (params.yaml holds these values; a test checks they agree): keeping its size and
+# SHA-256 while `download.url` points at other data would only fail after the download, as a mismatch.
+TUTORIAL_URL = ("https://download.microsoft.com/download/3/E/1/3E1C3F21-ECDB-4869-8368-6DEBA77B919F/"
+                "kagglecatsanddogs_5340.zip")
+TUTORIAL_SIZE = 824887076
+TUTORIAL_SHA256 = "b7974bd00a84a99921f36ee4403f089853777b5ae8d151c76a86e64900334af9"
+
+
 class ParamsError(UserError):
     """A params file that cannot be used; the message is one line meant for the user."""
 
@@ -159,11 +167,28 @@ class Download(_Section):
     retries: Annotated[int, Field(ge=0)]
     synthetic: Synthetic
 
+    @model_validator(mode="after")
+    def _not_the_tutorials_checks(self):
+        """A mirror of the tutorial's archive keeps its file name, and its size and SHA-256 hold; any other
+        URL with them is the user's data, checked against the tutorial's figures."""
+        mirror = self.url.rstrip("/").rsplit("/", 1)[-1] == TUTORIAL_URL.rsplit("/", 1)[-1]
+        if self.source != "url" or mirror:
+            return self
+        kept = [key for key, value, tutorial in (("size", self.size, TUTORIAL_SIZE),
+                                                  ("sha256", self.sha256, TUTORIAL_SHA256)) if value == tutorial]
+        if kept:
+            keys = " and ".join(f"download.{key}" for key in kept)
+            raise ValueError(f"download.url is {self.url}, not the tutorial's archive, but {keys} "
+                             f"{'are' if len(kept) > 1 else 'is'} still the tutorial archive's: set "
+                             f"{'them' if len(kept) > 1 else 'it'} to null (or to your archive's)")
+        return self
+
 
 class Filter(_Section):
     method: Literal["decode", "jfif"]
     workers: Annotated[int, Field(ge=0)]
     max_pixels: PositiveInt | None  # None: Pillow's own limit (catsdogs.data.images.MAX_PIXELS)
+    root: Annotated[str, Field(min_length=1)] | None = None  # None: found (catsdogs.data.sources.find_root)
 
 
 class Data(_Section):

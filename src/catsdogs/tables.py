@@ -37,7 +37,8 @@ ROC = ["fpr", "tpr", "threshold"]  # metrics/roc.csv
 FILTER_REPORT = ["member", "reason", "detail"]  # metrics/filter_dropped.csv: every member not kept, and why
 
 # data/exclude.csv, in git: archive members a reviewed commit drops from the data. `member` is the archive's
-# name (PetImages/Cat/12.jpg) and `reason` why; `who` and `when` may be left empty.
+# name, as the filter's report names it (<root>/<class>/<file>: PetImages/Cat/12.jpg in the tutorial's), and
+# `reason` why; `who` and `when` may be left empty.
 EXCLUDE = ["member", "reason", "who", "when"]
 # `catsdogs review`'s candidates (review/candidates.csv): one row per suspect image, ranked within its kind by
 # `score`; `probability` is the predicted class's, as in PREDICTIONS.

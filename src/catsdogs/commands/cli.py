@@ -20,7 +20,7 @@ PIPELINE = "dvc.yaml"
 # argument). The CLI's option is the same name.
 REVIEW_INPUTS = {"data": ("train", "data"), "split": ("train", "--split"), "classes": ("train", "--classes"),
                  "predictions": ("evaluate", "--predictions"), "model": ("train", "--model"),
-                 "image_cache": ("train", "--image-cache")}
+                 "image_cache": ("train", "--image-cache"), "filter_metrics": ("filter", "--metrics")}
 
 
 def pipeline_path(given: str | None, stage: str, option: str) -> str:
@@ -88,7 +88,8 @@ def _review(args) -> int:
         return 0
     inputs = {name: Path(pipeline_path(getattr(args, name), *where)) for name, where in REVIEW_INPUTS.items()}
     summary = review.run(inputs["data"], inputs["split"], inputs["classes"], inputs["predictions"], inputs["model"],
-                         out, inputs["image_cache"], args.folds, args.epochs, args.max_distance)
+                         out, inputs["image_cache"], args.folds, args.epochs, args.max_distance,
+                         inputs["filter_metrics"])
     counts = ", ".join(f"{summary[f'{kind}_candidates']} {kind}" for kind in tables.CANDIDATE_KINDS)
     print(f"{counts} candidates in {out / review.CANDIDATES_FILE}; look at {out / review.CONTACT_SHEET}, then "
           "accept with `catsdogs review --accept MEMBER ...`")

@@ -32,6 +32,7 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from catsdogs import atomic, classes, tables
-from catsdogs.data import archive, exclusions, images, splits
+from catsdogs.data import exclusions, images, sources, splits
 from catsdogs.errors import UserError
 
 if TYPE_CHECKING:  # imported where used: `catsdogs predict` loads this module for the defaults alone
@@ -66,12 +67,26 @@ TRAIN, VALIDATION = tables.SUBSETS
 class Inputs:
     data: splits.Split
     val_probs: np.ndarray  # (len(data.val), classes), from the trained model
+    root: str = ""  # the archive's folder of the class folders, as the filter found it: member names
 
 
-def member(path: str) -> str:
-    """The archive member of a cleaned image ("Cat/1.jpg" -> "PetImages/Cat/1.jpg"): the filter writes each
-    member PetImages/<class>/<file> to the same path under data/clean."""
-    return f"{archive.IMAGES_ROOT}/{path}"
+def member(path: str, root: str) -> str:
+    """The archive member of a cleaned image, as the filter and the exclusion list name it
+    (catsdogs.data.sources.member_name)."""
+    return sources.member_name(root, path)
+
+
+def filter_root(filter_metrics: Path) -> str:
+    """The root the filter found or was given, from its metrics (`root`)."""
+    try:
+        root = json.loads(filter_metrics.read_text(encoding="utf-8"))["root"]
+    except FileNotFoundError:
+        raise UserError(f"{filter_metrics}: the filter's metrics not found (run `dvc repro` first)") from None
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"{filter_metrics}: no root recorded: rerun the filter stage (`dvc repro`)") from None
+    if not isinstance(root, str):
+        raise UserError(f"{filter_metrics}: root {root!r} is not a folder name: rerun the filter stage")
+    return root
 
 
 def read_inputs(directory: Path, split_file: Path, classes_file: Path, predictions_file: Path) -> splits.Split:
@@ -231,7 +246,7 @@ def find(directory: Path, inputs: Inputs, train_probs: np.ndarray, features: np.
         issues, quality = label_issues(labels, probs)
         summary[f"{subset}_accuracy"] = round(float(np.mean(probs.argmax(axis=1) == labels)), 4)
         for n, i in enumerate(indices):
-            row = {"member": member(data.paths[i]), "subset": subset, "label": names[labels[n]],
+            row = {"member": member(data.paths[i], inputs.root), "subset": subset, "label": names[labels[n]],
                    "predicted": names[int(probs[n].argmax())], "probability": f"{probs[n].max():.4f}",
                    "partner": "", "partner_subset": "", "distance": ""}
             if atypical[i]:  # first: a picture with no pet has no right label either
@@ -255,9 +270,9 @@ def find(directory: Path, inputs: Inputs, train_probs: np.ndarray, features: np.
         if group[a] in spanning:
             probs = val_label[a]
             rows[DUPLICATE].append({
-                "kind": DUPLICATE, "member": member(data.paths[a]), "subset": VALIDATION,
+                "kind": DUPLICATE, "member": member(data.paths[a], inputs.root), "subset": VALIDATION,
                 "label": names[data.labels[a]], "predicted": names[int(probs.argmax())],
-                "probability": f"{probs.max():.4f}", "score": str(distance), "partner": member(data.paths[b]),
+                "probability": f"{probs.max():.4f}", "score": str(distance), "partner": member(data.paths[b], inputs.root),
                 "partner_subset": TRAIN, "distance": str(distance)})
     summary["near_duplicate_pairs"] = len(pairs)
     summary["near_duplicate_groups"] = int(sum(np.bincount(group) > 1))
@@ -362,7 +377,7 @@ def check_options(folds: int, epochs: int | None, max_distance: int) -> None:
 
 def run(directory: Path, split_file: Path, classes_file: Path, predictions_file: Path, model_file: Path, out: Path,
         image_cache: Path, folds: int | None = None, epochs: int | None = None,
-        max_distance: int | None = None) -> dict:
+        max_distance: int | None = None, filter_metrics: Path | None = None) -> dict:
     """The whole review: writes out/candidates.csv, out/contact_sheet.png, out/summary.json."""
     from catsdogs import backend
     from catsdogs.data import imagecache
@@ -386,6 +401,7 @@ def run(directory: Path, split_file: Path, classes_file: Path, predictions_file:
     timings = {}
     start = time.perf_counter()
     data = read_inputs(directory, split_file, classes_file, predictions_file)
+    root = filter_root(filter_metrics) if filter_metrics is not None else ""
     backend.select(p.train.backend)
     array = imagecache.load(directory, data.paths, p.data.image_size, image_cache, p.data.cache_mode)
     timings["read_and_decode"] = time.perf_counter() - start
@@ -397,7 +413,7 @@ def run(directory: Path, split_file: Path, classes_file: Path, predictions_file:
 
     start = time.perf_counter()
     features, probs = embeddings(model_file, array, p.data.batch_size)
-    inputs = Inputs(data, probs[data.val])
+    inputs = Inputs(data, probs[data.val], root)
     timings["embeddings"] = time.perf_counter() - start
 
     start = time.perf_counter()

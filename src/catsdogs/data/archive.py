@@ -1,4 +1,4 @@
-"""Reading the Cats vs Dogs zip safely: which members are class images, and which must never be written.
+"""Reading a zip safely: which members must never be written, and how the cleaned files are named.
 
 The archive is untrusted input. A member's name decides where it is written, so names that are absolute,
 climb out with '..', or belong to symlink entries are refused here, before anything touches the disk.
@@ -13,9 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from catsdogs.errors import UserError
-from catsdogs.data.images import is_image_name
-
-IMAGES_ROOT = "PetImages"
 
 
 class ArchiveError(UserError):
@@ -28,6 +25,7 @@ class Members:
 
     images: list[tuple[str, str]] = field(default_factory=list)  # (member name, class name)
     ignored: list[tuple[str, str]] = field(default_factory=list)  # (member name, reason)
+    root: str = ""  # the folder holding the class folders ("" for the archive's top level)
 
     @property
     def classes(self) -> list[str]:
@@ -76,38 +74,6 @@ def open_zip(path) -> zipfile.ZipFile:
         raise ArchiveError(f"{path}: not a readable zip archive ({exc}); delete it and download again") from None
 
 
-def list_members(archive: zipfile.ZipFile) -> Members:
-    """Sort members: `PetImages/<class>/<image>` are images, the rest is ignored with a reason."""
-    members = Members()
-    infos = archive.infolist()
-    last = {info.filename: i for i, info in enumerate(infos)}  # reading a name gives its last entry
-    for i, info in enumerate(infos):
-        if info.is_dir():
-            continue
-        reason = unsafe_entry(info)
-        if reason is None and last[info.filename] != i:
-            reason = DUPLICATE
-        parts = PurePosixPath(info.filename).parts
-        if reason is None:
-            if len(parts) != 3 or parts[0] != IMAGES_ROOT:
-                reason = f"outside {IMAGES_ROOT}/<class>/"
-            elif parts[1].startswith("."):
-                reason = HIDDEN
-            elif not is_image_name(parts[2]):
-                reason = NOT_AN_IMAGE
-        if reason is None:
-            members.images.append((info.filename, parts[1]))
-        else:
-            members.ignored.append((info.filename, reason))
-    if len(members.classes) < 2:
-        found = ", ".join(members.classes) or "none"
-        raise ArchiveError(
-            f"{archive.filename}: expected image folders {IMAGES_ROOT}/<class>/ for at least two classes, "
-            f"found {found}"
-        )
-    return members
-
-
 def name_key(folder: Path):
     """How the file system holding `folder` compares names: a function from a name to what it really stores
     it under. On a case-insensitive one (macOS, Windows) "a.jpg" and "A.jpg" are one file."""
@@ -137,7 +103,7 @@ def separate_clashes(members: Members, key) -> Members:
                             "this file system cannot hold both; rename one in the archive")
         classes[key(cls)] = cls
     seen: dict[tuple[str, str], str] = {}
-    kept = Members(ignored=list(members.ignored))
+    kept = Members(ignored=list(members.ignored), root=members.root)
     for name, cls in members.images:
         target = (key(cls), key(Path(name).name))
         if target in seen:

@@ -50,7 +50,7 @@ def check_member(name: str, cls: str, size: int, read, out_dir: str, method: str
     data = read()
     reason = images.check(data, method, max_pixels)
     if reason is None:
-        target = Path(out_dir, zipped.IMAGES_ROOT, cls, Path(name).name)
+        target = Path(out_dir, cls, Path(name).name)
         try:
             target.write_bytes(data)
         except OSError as exc:
@@ -73,7 +73,7 @@ def check_archive(zip_path: Path, members: zipped.Members, out_dir: Path, method
                    workers: int):
     """Check every class image of the archive, writing the kept ones into `out_dir`."""
     for cls in members.classes:
-        (out_dir / zipped.IMAGES_ROOT / cls).mkdir(parents=True, exist_ok=True)
+        (out_dir / cls).mkdir(parents=True, exist_ok=True)
     workers = workers or os.cpu_count() or 1
     chunks = list(_chunks(members.images, 64))
     results = []

@@ -20,7 +20,7 @@ from catsdogs.errors import UserError
 
 @dataclass(frozen=True)
 class Exclusion:
-    member: str  # the archive member, PetImages/<class>/<file>
+    member: str  # the archive member, <root>/<class>/<file>, as metrics/filter_dropped.csv names it
     reason: str
     who: str = ""
     when: str = ""
@@ -62,7 +62,7 @@ def read(path: str | Path) -> list[Exclusion]:
         why = unsafe(entry.member)
         if why:
             raise UserError(f"{path}, line {number}: {entry.member!r} {why}: list archive members as "
-                            "PetImages/<class>/<file>")
+                            "metrics/filter_dropped.csv names them (<root>/<class>/<file>)")
         if not entry.reason:
             raise UserError(f"{path}, line {number}: {entry.member} has no reason: say why it is excluded")
         if entry.member not in seen:

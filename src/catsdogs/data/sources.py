@@ -39,8 +39,8 @@ _MAGIC = {b"\x1f\x8b": "tar.gz", b"BZh": "tar.bz2", b"\xfd7zXZ\x00": "tar.xz"}
 _WHAT = {"tar": "tar", "tar.gz": "gzip-compressed tar", "tar.bz2": "bzip2-compressed tar",
          "tar.xz": "xz-compressed tar", "zip": "zip"}
 
-# The param that names the root when it cannot be found (proposed; catsdogs.params does not have it yet).
-ROOT_PARAM = "download.root"
+# The param that names the root when it cannot be found: the filter's, so that naming it re-runs the filter only.
+ROOT_PARAM = "filter.root"
 # Folders that hold no classes: hidden ones, and the resource forks macOS' Finder adds to the zips it makes.
 _NOT_CLASSES = ("__MACOSX",)
 
@@ -274,17 +274,20 @@ def find_root(names: list[str], filename: str, root: str | None = None) -> str:
     if root is not None:
         return root.strip("/")
     classes: dict[str, set[str]] = collections.defaultdict(set)
-    tops = set()
+    tops, nested = set(), False
     for name in names:
         parts = PurePosixPath(name).parts
         if any(_hidden(part) for part in parts[:-1]):
             continue
         if len(parts) > 1:
             tops.add(parts[0])
+        nested = nested or len(parts) > 2
         if len(parts) > 1 and images.is_image_name(parts[-1]):
             classes["/".join(parts[:-2])].add(parts[-2])
     preferred = next(iter(tops)) if len(tops) == 1 else ""
     candidates = sorted(folder for folder, found in classes.items() if len(found) >= 2)
+    if not candidates and preferred and list(classes) == [""] and not nested:
+        return ""  # a single top folder of images and no deeper one (`roses/1.jpg`): one class, for the error
     if preferred in candidates or not candidates:
         return preferred
     if len(candidates) > 1:
@@ -295,9 +298,16 @@ def find_root(names: list[str], filename: str, root: str | None = None) -> str:
     return candidates[0]
 
 
+def member_name(root: str, path: str) -> str:
+    """The member a cleaned image came from: the filter writes member `<root>/<class>/<file>` to
+    `<class>/<file>` of the cleaned folder, the path the split lists ("Cat/1.jpg" -> "PetImages/Cat/1.jpg")."""
+    return f"{root}/{path}" if root else path
+
+
 def list_members(source: ZipSource | TarSource, root: str | None = None) -> zipped.Members:
-    """Sort members as catsdogs.data.archive.list_members does, under the root found (or given): images
-    are `<root>/<class>/<image>`, the rest is ignored with a reason. Fewer than two classes is an error."""
+    """Sort members into class images and the rest (catsdogs.data.archive.Members), under the root found (or
+    given): images are `<root>/<class>/<image>`, the rest is ignored with a reason. Fewer than two classes is
+    an error."""
     entries = source.entries()
     last = {entry.name: entry.key for entry in entries}
     reasons = {}
@@ -305,7 +315,7 @@ def list_members(source: ZipSource | TarSource, root: str | None = None) -> zipp
         reasons[entry] = entry.unsafe or (zipped.DUPLICATE if last[entry.name] != entry.key else None)
     root = find_root([e.name for e in entries if reasons[e] is None], source.filename, root)
     depth = len(PurePosixPath(root).parts) if root else 0
-    members = zipped.Members()
+    members = zipped.Members(root=root)
     for entry in entries:
         reason = reasons[entry]
         parts = PurePosixPath(entry.name).parts
@@ -362,7 +372,7 @@ def check_source(source: ZipSource | TarSource, members: zipped.Members, out_dir
     if source.random_access:
         return checker.check_archive(Path(source.filename), members, out_dir, method, max_pixels, workers)
     for cls in members.classes:
-        (out_dir / zipped.IMAGES_ROOT / cls).mkdir(parents=True, exist_ok=True)
+        (out_dir / cls).mkdir(parents=True, exist_ok=True)
     workers = workers or os.cpu_count() or 1
     check = functools.partial(_check_batch, out_dir=str(out_dir), method=method, max_pixels=max_pixels)
     results, pending = [], collections.deque()

@@ -54,6 +54,23 @@ def hash_holdout(paths: list[str], validation_split: float) -> tuple[list[str], 
     return train, val
 
 
+def _images(n: int) -> str:
+    return f"{n} image" if n == 1 else f"{n} images"
+
+
+def check_every_class(names: list[str], train_labels, val_labels, validation_split: float) -> None:
+    """Every class in both subsets: a class the validation subset lacks is never measured, one the
+    training subset lacks never learned. Small classes of one's own data are where this happens."""
+    for label, name in enumerate(names):
+        in_train, in_val = list(train_labels).count(label), list(val_labels).count(label)
+        if not in_val:
+            raise UserError(f"class {name}: {_images(in_train)}, and validation_split {validation_split} holds "
+                            "none of them: add images or raise data.validation_split")
+        if not in_train:
+            raise UserError(f"class {name}: {_images(in_val)}, all in the validation subset (validation_split "
+                            f"{validation_split}): add images or lower data.validation_split")
+
+
 def assign(directory: str | os.PathLike, validation_split: float, seed: int, method: str = "keras") -> Split:
     """The training and validation images of `directory` (one subfolder per class), by `method`."""
     if method == "hash":
@@ -65,6 +82,8 @@ def assign(directory: str | os.PathLike, validation_split: float, seed: int, met
     paths = sorted(listed)
     position = {path: i for i, path in enumerate(paths)}
     label_of = dict(zip(listed, labels))
+    check_every_class(names, [label_of[p] for p in train_paths], [label_of[p] for p in val_paths],
+                      validation_split)
     return Split(
         paths=paths,
         labels=np.asarray([label_of[p] for p in paths], dtype=np.int32),

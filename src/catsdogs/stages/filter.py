@@ -1,7 +1,8 @@
 """Filter stage: keep the images that training can load, drop the rest, and say why.
 
-Reads members straight from the zip (no extraction first), checks them in parallel (catsdogs.data.checker),
-writes the kept ones to the cleaned folder and counts what was dropped per reason. `method: decode` keeps
+Reads members straight from the archive, zip or tar (no extraction first; catsdogs.data.sources), checks them
+in parallel, writes the kept ones to the cleaned folder as `<class>/<file>` and counts what was dropped per
+reason. Images are the archive's `<root>/<class>/<file>`: `filter.root`, or the root found. `method: decode` keeps
 exactly what decodes to an RGB image with the decoder training uses; `method: jfif` reproduces the
 tutorial's header check.
 Members listed in the exclusion list (`--exclude`, catsdogs.data.exclusions) are dropped unread, with reason
@@ -16,9 +17,9 @@ import time
 from pathlib import Path
 
 
-from catsdogs.data import archive as zipped
 from catsdogs import atomic, params, tables
-from catsdogs.data import checker, exclusions, images
+from catsdogs.data import archive as zipped
+from catsdogs.data import exclusions, images, sources
 from catsdogs.entry import run_main
 from catsdogs.errors import UserError
 
@@ -27,12 +28,13 @@ log = logging.getLogger("filter")
 PARAMS = ("filter",)  # dvc.yaml's filter params equal these
 
 
-def summarize(results, ignored, method: str, seconds: float) -> dict:
+def summarize(results, ignored, method: str, seconds: float, root: str = "") -> dict:
     classes = sorted({cls for _, cls, _ in results})
     reasons = [r for r in images.REASONS if r == "excluded" or (r == "no_jfif") == (method == "jfif")]
     kept = [cls for _, cls, reason in results if reason is None]
     return {
         "method": method,
+        "root": root,  # the archive's folder holding the class folders ("" for its top level): member names
         "images": len(results),
         "kept": len(kept),
         "dropped": len(results) - len(kept),
@@ -66,8 +68,9 @@ def main(argv=None) -> None:
 
     start = time.perf_counter()
     listed = exclusions.read(args.exclude) if args.exclude else []
-    with zipped.open_zip(args.archive) as archive:
-        members = zipped.list_members(archive)
+    max_pixels = p.filter.max_pixels or images.MAX_PIXELS
+    source = sources.open_source(args.archive, max_pixels)
+    members = sources.list_members(source, p.filter.root)
     exclusions.check_listed(listed, {name for name, _ in members.images}, args.exclude, args.archive)
     excluded_why = {e.member: e.reason for e in listed}
     excluded = [(name, cls, "excluded") for name, cls in members.images if name in excluded_why]
@@ -76,10 +79,10 @@ def main(argv=None) -> None:
     with atomic.atomic_dir(args.out) as tmp_out:
         members = zipped.separate_clashes(members, zipped.name_key(tmp_out))
         ignored = members.ignored
-        results = checker.check_archive(args.archive, members, tmp_out, p.filter.method,
-                                         p.filter.max_pixels or images.MAX_PIXELS, p.filter.workers)
+        results = sources.check_source(source, members, tmp_out, p.filter.method, max_pixels, p.filter.workers)
+        source.close()
         results += excluded
-        summary = summarize(results, ignored, p.filter.method, time.perf_counter() - start)
+        summary = summarize(results, ignored, p.filter.method, time.perf_counter() - start, members.root)
         empty = [cls for cls, n in summary["kept_per_class"].items() if n == 0]
         if empty:
             raise UserError(f"{args.archive}: no usable image left in class folder(s) {', '.join(empty)}")

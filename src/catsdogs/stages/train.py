@@ -35,6 +35,8 @@ def main(argv=None) -> None:
     p = params.for_stage("train", PARAMS)
     if not args.data.is_dir():
         raise UserError(f"{args.data}: cleaned image folder not found (run the filter stage first)")
+    # The split first: a class too small for either subset stops the stage before Keras loads
+    data = splits.assign(args.data, p.data.validation_split, p.seed, p.data.split_method)
     atomic.remove_leftovers(*(getattr(args, name) for name in OUTPUTS))
     backend.select(p.train.backend, jax_cache=args.jax_cache)
     compat.check_keras(p.train.backend)  # the Keras internals that distribute patches are the verified ones
@@ -50,8 +52,7 @@ def main(argv=None) -> None:
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(p.seed)
 
-    # The data: the tutorial's split, every image decoded once
-    data = splits.assign(args.data, p.data.validation_split, p.seed, p.data.split_method)
+    # The data: the tutorial's split (assigned above), every image decoded once
     log.info("%d images of %d classes (%s): %d for training, %d for validation", len(data.paths),
              len(data.class_names), ", ".join(data.class_names), len(data.train), len(data.val))
     array = imagecache.load(args.data, data.paths, p.data.image_size, args.image_cache, p.data.cache_mode)
