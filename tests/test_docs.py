@@ -26,7 +26,7 @@ import yaml
 from conftest import ROOT, committed_params
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-README_MAX_LINES = 207  # 200, and the seven of "Train on your own images" (issue 18)
+README_MAX_LINES = 200  # the front door: reference material goes into docs/
 
 FENCE = re.compile(r"^(```+|~~~+)[ \t]*([\w+-]*)[^\n]*\n(.*?)^\1[ \t]*$", re.M | re.S)
 # a dotted name starting with a top-level params key, not inside a longer name or path
