@@ -27,7 +27,7 @@ def test_images_are_decoded_once_and_the_cache_follows_the_data(folder, tmp_path
     [second] = cache.glob("*.npy")
     assert second != first and "8x8" in second.name
 
-    os.remove(folder / "Dog" / "3.jpg")  # the data changed: a new cache
+    os.remove(folder / "Cat" / "3.jpg")  # the data changed: a new cache
     data = splits.assign(folder, 0.25, seed=1)
     assert imagecache.load(folder, data.paths, (8, 8), cache).shape[0] == 23
     assert [p.name for p in cache.iterdir()] != [second.name]
