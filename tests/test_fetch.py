@@ -315,10 +315,16 @@ def test_unsupported_scheme(paths, url):
     assert not dest.exists()
 
 
-def test_retries_wait_twice_as_long_each_time(server, paths, monkeypatch):
+@pytest.fixture
+def delays(monkeypatch) -> list[float]:
+    """The waits between attempts, recorded instead of slept."""
+    waited = []
+    monkeypatch.setattr(time, "sleep", waited.append)
+    return waited
+
+
+def test_retries_wait_twice_as_long_each_time(server, paths, delays):
     dest, partial_dir = paths
-    delays = []
-    monkeypatch.setattr(time, "sleep", delays.append)
     server.behaviour.fail_status, server.behaviour.fail_count = 503, 3
     assert _fetch(server.url, dest, partial_dir, retries=3, backoff=0.5) == DATA_SHA
     assert delays == [0.5, 1.0, 2.0]
@@ -335,22 +341,18 @@ def test_retries_wait_twice_as_long_each_time(server, paths, monkeypatch):
     ("https://example.com/a.zip ", "'https://example.com/a.zip ': a URL cannot hold spaces or control characters "
                                    "(write a space as %20)"),
 ])
-def test_a_malformed_url_is_one_line_at_once_never_retried(paths, monkeypatch, url, line):
+def test_a_malformed_url_is_one_line_at_once_never_retried(paths, delays, url, line):
     """Issue 17: these were a ValueError, or retried as network failures for about 31 s."""
     dest, partial_dir = paths
-    delays = []
-    monkeypatch.setattr(time, "sleep", delays.append)
     with pytest.raises(DownloadError) as info:
         _fetch(url, dest, partial_dir, retries=5, backoff=1.0)
     assert str(info.value) == line
     assert delays == [] and not dest.exists() and not partial_dir.exists()
 
 
-def test_the_wait_between_attempts_stops_growing_at_a_minute(server, paths, monkeypatch):
+def test_the_wait_between_attempts_stops_growing_at_a_minute(server, paths, delays):
     """download.retries: 20 doubled the wait to six days before the last attempt."""
     dest, partial_dir = paths
-    delays = []
-    monkeypatch.setattr(time, "sleep", delays.append)
     server.behaviour.fail_status, server.behaviour.fail_count = 503, 9
     assert _fetch(server.url, dest, partial_dir, retries=9, backoff=1.0) == DATA_SHA
     assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0]

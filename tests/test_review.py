@@ -199,7 +199,7 @@ def test_synthetic_faults_are_recorded_and_drawn(tmp_path):
 @pytest.mark.slow
 def test_review_command_on_a_tiny_pipeline(repo):
     """The real loop: dvc repro, catsdogs review (real cross-validation), the contact sheet, the injected
-    cross-split duplicates found, --accept, then dvc repro drops them."""
+    cross-split duplicates found, --accept, then the filter drops them."""
     params = copy.deepcopy(TINY_DATA)
     params["download"]["synthetic"].update(images_per_class=80, side_range=[48, 64], pathology_rate=0.0,
                                            duplicate_rate=0.1)
@@ -229,7 +229,7 @@ def test_review_command_on_a_tiny_pipeline(repo):
                 cwd=repo)
     assert f"{len(found)} already listed" in again.stdout
     assert "changed deps" in dvc("status", "filter", cwd=repo).stdout
-    dvc("repro", cwd=repo)
+    dvc("repro", "filter", cwd=repo)
     summary = json.loads((repo / "metrics/filter.json").read_text())
     assert summary["dropped_per_reason"]["excluded"] == len(found)
 

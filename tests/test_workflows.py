@@ -276,24 +276,24 @@ def best(repo: Path, *args: str, check=True):
 
 
 def test_a_sweep_with_dvc_grammar_then_catsdogs_best_applies_and_branches_the_best(work):
-    # DVC's grammar: a list and a range give their product, 3 x 1 runs; one more with a bad param fails
-    dvc("exp", "run", "--queue", "-S", "train.learning_rate=1e-3,3e-3,1e-2", "-S", "epochs=range(2,3)", cwd=work)
+    # DVC's grammar: a list and a range give their product, 2 x 1 runs; one more with a bad param fails
+    dvc("exp", "run", "--queue", "-S", "train.learning_rate=1e-3,1e-2", "-S", "epochs=range(2,3)", cwd=work)
     dvc("exp", "run", "--queue", "-n", "broken", "-S", "train.learning_rate=-1", cwd=work)
     waiting = best(work, check=False)
     assert waiting.returncode == 2 and waiting.stderr.strip() == "error: no finished experiment to rank yet"
-    assert waiting.stdout.count("(queued)") == 4 and "best:" not in waiting.stdout
+    assert waiting.stdout.count("(queued)") == 3 and "best:" not in waiting.stdout
     dvc("queue", "start", "-j", "2", cwd=work)
     try:
         table = wait_for_queue(work, timeout=600)
     finally:
         dvc("queue", "stop", cwd=work, check=False)
-    assert table.count("Success") == 3 and table.count("Failed") == 1, table
+    assert table.count("Success") == 2 and table.count("Failed") == 1, table
 
     found = experiments(work)
     runs = {name: d for name, d in found.items() if name != "broken"}
     assert sorted((d["params"]["params.yaml"]["data"]["train"]["learning_rate"],
                    d["params"]["params.yaml"]["data"]["epochs"]) for d in runs.values()) == [
-        (1e-3, 2), (3e-3, 2), (1e-2, 2)]
+        (1e-3, 2), (1e-2, 2)]
 
     def score(name):
         m = runs[name]["metrics"]["metrics/metrics.json"]["data"]
@@ -302,9 +302,9 @@ def test_a_sweep_with_dvc_grammar_then_catsdogs_best_applies_and_branches_the_be
     ranking = sorted(runs, key=score)
     shown = best(work).stdout
     lines = shown.splitlines()
-    assert lines[0].startswith("3 experiment(s) ranked by metrics/metrics.json:accuracy (higher is better)")
+    assert lines[0].startswith("2 experiment(s) ranked by metrics/metrics.json:accuracy (higher is better)")
     assert lines[1].split() == ["rank", "experiment", "accuracy", "loss", "train.learning_rate"]
-    assert [line.split()[1] for line in lines[2:5]] == ranking
+    assert [line.split()[1] for line in lines[2:4]] == ranking
     assert "not ranked: broken (failed)" in shown and lines[-1] == f"best: {ranking[0]}"
     by_loss = best(work, "--metric", "final.val_loss", "--top", "1").stdout.splitlines()
     assert "metrics/train/metrics.json:final.val_loss (lower is better)" in by_loss[0] and len(by_loss) == 5
@@ -401,11 +401,13 @@ def kill(process: subprocess.Popen) -> None:
 
 
 def kill_after_epoch_2(command: list[str], repo: Path) -> None:
-    """Start `dvc *command`; SIGKILL it once the work folder holds the second epoch's checkpoint."""
+    """Start `dvc *command`; SIGKILL it once the work folder holds the second epoch's checkpoint and the
+    live log its row (not while DVCLive rewrites the summary, which a kill may leave truncated; the resume
+    restores it from the work folder's copy)."""
     process = start(command, repo)
     try:
-        wait_until(process, repo, lambda: list(repo.glob(".cache/train/*/checkpoints/save_at_2.keras")),
-                   "its second checkpoint")
+        wait_until(process, repo, lambda: list(repo.glob(".cache/train/*/checkpoints/save_at_2.keras"))
+                   and live_step(repo) >= 2, "its second checkpoint and its row in the live log")
     finally:
         kill(process)
 
