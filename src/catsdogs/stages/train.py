@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+import time
 from pathlib import Path
 
 from catsdogs import atomic, backend, caches, compat, history, params
@@ -31,6 +32,7 @@ PARAMS = params.TRAINING  # what shapes training is what this stage reads (dvc.y
 
 @run_main
 def main(argv=None) -> None:
+    started = time.perf_counter()
     args = parse_args(argv)
     p = params.for_stage("train", PARAMS)
     if not args.data.is_dir():
@@ -89,6 +91,8 @@ def main(argv=None) -> None:
     log.info("trained %d epochs in %.0f s (%.0f training images/s); final val_acc %.4f, best %.4f at epoch %d",
              summary["step"], summary["seconds"], summary["train_images_per_second"],
              summary["final"]["val_acc"], summary["best"]["val_acc"], summary["best"]["epoch"])
+    log.info("train stage: %.1f s in all (hashing, decoding, start-up and saving included)",
+             time.perf_counter() - started)
 
 
 def parse_args(argv) -> argparse.Namespace:
