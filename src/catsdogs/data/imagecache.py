@@ -132,7 +132,8 @@ def load(directory: str | os.PathLike, paths: list[str], size, cache_dir: str | 
     shape = (len(paths), *size, 3)
     mmap_mode = "r" if mode == "mmap" else None
     if cache.exists() and problem(cache, shape) is None:
-        return reuse(cache, mmap_mode)
+        with contextlib.suppress(FileNotFoundError):  # unless evicted by another run this very moment
+            return reuse(cache, mmap_mode)
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     with locked(cache):
@@ -154,7 +155,6 @@ def load(directory: str | os.PathLike, paths: list[str], size, cache_dir: str | 
                 for _ in tqdm(pool.map(decode_into, range(len(paths))), total=len(paths), desc="decode", unit="img"):
                     pass
             array.flush()
-            del array
         log.info("decoded %d images in %.1f s into %s", len(paths), time.perf_counter() - started, cache)
     evict(cache_dir)
     return np.load(cache, mmap_mode=mmap_mode)
@@ -162,7 +162,8 @@ def load(directory: str | os.PathLike, paths: list[str], size, cache_dir: str | 
 
 def reuse(cache: Path, mmap_mode: str | None) -> np.ndarray:
     """The cache file's array, its mtime touched: eviction removes the files used least recently."""
+    array = np.load(cache, mmap_mode=mmap_mode)
     log.info("reusing decoded images from %s", cache)
     with contextlib.suppress(OSError):
         os.utime(cache)
-    return np.load(cache, mmap_mode=mmap_mode)
+    return array
