@@ -232,7 +232,7 @@ def test_cache_mistakes_are_one_line_and_exit_code_2(tmp_path):
         (str(tmp_path), ["cache", "--clear"], f"error: {tmp_path}: no CACHEDIR.TAG, so not a folder of catsdogs' "
                                               f"caches: nothing removed (check CATSDOGS_CACHE_DIR, or remove "
                                               f"{tmp_path / 'images'} yourself)")]:
-        result = subprocess.run([sys.executable, "-m", "catsdogs.commands.cli", *argv], env=CHILD_ENV | {caches.ENV: value},
-                                cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        result = subprocess.run([sys.executable, "-m", "catsdogs.commands.cli", *argv], cwd=tmp_path,
+                                env=CHILD_ENV | {caches.ENV: value}, capture_output=True, text=True, timeout=60)
         assert (result.returncode, result.stdout, result.stderr) == (2, "", line + "\n")
     assert (tmp_path / "images" / "holiday.jpg").exists()

@@ -87,9 +87,9 @@ def _review(args) -> int:
         print(f"{len(added)} added to {exclude}: review it (git diff), then `dvc repro` and `dvc metrics diff`")
         return 0
     inputs = {name: Path(pipeline_path(getattr(args, name), *where)) for name, where in REVIEW_INPUTS.items()}
+    image_cache = args.image_cache or caches.folder(caches.IMAGES)
     summary = review.run(inputs["data"], inputs["split"], inputs["classes"], inputs["predictions"], inputs["model"],
-                         out, args.image_cache or caches.folder(caches.IMAGES), args.folds, args.epochs, args.max_distance,
-                         inputs["filter_metrics"])
+                         out, image_cache, args.folds, args.epochs, args.max_distance, inputs["filter_metrics"])
     counts = ", ".join(f"{summary[f'{kind}_candidates']} {kind}" for kind in tables.CANDIDATE_KINDS)
     print(f"{counts} candidates in {out / review.CANDIDATES_FILE}; look at {out / review.CONTACT_SHEET}, then "
           "accept with `catsdogs review --accept MEMBER ...`")
@@ -119,7 +119,8 @@ def _cache(args) -> int:
     for kind in caches.KINDS:
         where = caches.path(kind)
         files, size = caches.usage(where)
-        print(f"{kind:<{width}}  {where}  " + (f"{_files(files)}, {caches.human(size)}" if where.exists() else "not made yet"))
+        shown = f"{_files(files)}, {caches.human(size)}" if where.exists() else "not made yet"
+        print(f"{kind:<{width}}  {where}  {shown}")
     return 0
 
 
