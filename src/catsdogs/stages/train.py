@@ -1,7 +1,8 @@
 """Train stage: the tutorial's model on the tutorial's split, with a checkpoint and a log row per epoch.
 
-Reads the cleaned folder, decodes every image once (cached across runs), trains with augmentation inside
-the model, and writes the final model and per-epoch checkpoints. As each epoch ends, DVCLive logs its
+Reads the cleaned folder, decodes every image once (cached per user for every run and experiment:
+catsdogs.caches), trains with augmentation inside the model, and writes the final model and per-epoch
+checkpoints. As each epoch ends, DVCLive logs its
 metrics and the run's summary into the live folder (catsdogs.history), for `dvc exp show`, `dvc plots show`,
 the VS Code extension and DVC Studio to follow; inside an epoch, catsdogs.training.callbacks shows progress.
 
