@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
 import copy
 import os
 import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
+
+from catsdogs import caches
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["dvc.yaml", ".dvcignore", ".gitignore", "configs", "src", ".dvc/config", "data/exclude.csv"]
@@ -32,6 +36,12 @@ def committed_params() -> dict:
     """A fresh copy of the committed params, to change freely."""
     return yaml.safe_load(COMMITTED_PARAMS_TEXT)
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+# The caches every experiment shares (catsdogs.caches) in a temporary folder of this test process, for the code
+# run here and every process it starts: nothing lands in the user's ~/.cache, and no run of the user's is reused.
+CACHE_DIR = tempfile.mkdtemp(prefix="catsdogs-caches-")
+atexit.register(shutil.rmtree, CACHE_DIR, ignore_errors=True)
+os.environ[caches.ENV] = CACHE_DIR
 
 # Stages run `python -m catsdogs...` and tests run `dvc`: both must be this interpreter's.
 ENV = dict(
@@ -54,14 +64,19 @@ def run(*command, cwd, check=True, **kwargs) -> subprocess.CompletedProcess:
 
 def stage_command(stage: str, data: str | None = None, **options: str) -> list[str]:
     """The stage's command exactly as dvc.yaml runs it, with this interpreter as `python`; `data` replaces
-    its input path and `options` the values of its --options (jax_cache="x" for --jax-cache x)."""
+    its input path and `options` the values of its --options (jax_cache="x" for --jax-cache x), added if
+    dvc.yaml passes none (the shared caches' folders are the stages' defaults)."""
     command = shlex.split(STAGES[stage]["cmd"])
     assert command[:2] == ["python", "-m"]
     command[0] = sys.executable
     if data is not None:
         command[3] = str(data)
     for name, value in options.items():
-        command[command.index("--" + name.replace("_", "-")) + 1] = str(value)
+        flag = "--" + name.replace("_", "-")
+        if flag in command:
+            command[command.index(flag) + 1] = str(value)
+        else:
+            command += [flag, str(value)]
     return command
 
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from catsdogs import history
+from catsdogs import caches, history
 from conftest import ROOT, TINY_TRAINING, committed_params, run, stage_command
 
 pytest.importorskip("jax")
@@ -38,6 +38,7 @@ def test_jax_backend_trains_without_tensorflow(workdir, monkeypatch):
     import conftest
 
     monkeypatch.setitem(conftest.ENV, "PYTHONPATH", env_path)
+    monkeypatch.setitem(conftest.ENV, caches.ENV, str(workdir / "caches"))  # its own: empty before this run
     refused = run(sys.executable, "-c", "import tensorflow", cwd=workdir, check=False)
     assert "TensorFlow is not installed" in refused.stderr
 
@@ -48,7 +49,7 @@ def test_jax_backend_trains_without_tensorflow(workdir, monkeypatch):
     assert summary["step"] == TINY_TRAINING["epochs"]
     assert [row["epoch"] for row in history.read_history(workdir / "metrics/train")] == [1, 2]
     assert (workdir / "models/model.keras").stat().st_size > 0
-    assert any((workdir / ".cache/jax").iterdir())  # the persistent compilation cache was filled
+    assert any((workdir / "caches" / caches.JAX).iterdir())  # the persistent compilation cache was filled
 
     # the evaluate stage reads the same params and so runs on jax too
     result = run(*stage_command("evaluate", "clean"), cwd=workdir)

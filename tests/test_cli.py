@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from catsdogs import tables
+from catsdogs import caches, tables
 from catsdogs.commands import cli, experiments, review
 from conftest import ENV, ROOT
 
@@ -58,9 +58,10 @@ def test_bad_arguments_are_usage_errors_with_exit_code_2(argv, capsys):
     assert err.startswith("usage: catsdogs") and "error: " in err
 
 
-@pytest.mark.parametrize("argv, shown", [(["--help"], "{predict,demo,review,best}"),
+@pytest.mark.parametrize("argv, shown", [(["--help"], "{predict,demo,review,best,cache}"),
                                          (["predict", "--help"], "--classes"), (["demo", "--help"], "--config"),
-                                         (["review", "--help"], "--accept-top"), (["best", "--help"], "--metric")])
+                                         (["review", "--help"], "--accept-top"), (["best", "--help"], "--metric"),
+                                         (["cache", "--help"], "--clear")])
 def test_help_exits_0(argv, shown, capsys):
     code, out, _ = run_cli(*argv, capsys=capsys)
     assert code == 0 and out.startswith("usage: catsdogs") and shown in out
@@ -151,7 +152,7 @@ def test_the_default_paths_are_dvc_yamls(in_a_pipeline, monkeypatch, capsys):
     assert code == 0 and out.startswith("0 label, 0 non_pet, 0 duplicate candidates in review/candidates.csv")
     assert calls[-1] == (Path("data/clean"), Path("models/split.csv"), Path("models/classes.json"),
                          Path("moved/predictions.csv"), Path("moved/model.keras"), Path("review"),
-                         Path(".cache/images"), None, None, None, Path("metrics/filter.json"))
+                         caches.path(caches.IMAGES), None, None, None, Path("metrics/filter.json"))
     run_cli("review", "--accept-top", "3", "--kind", "label", capsys=capsys)
     assert calls[-1] == (Path("review/candidates.csv"), Path("moved/exclude.csv"), [], 3, ["label"])
 
@@ -202,3 +203,36 @@ def test_review_into_a_file_is_one_line_before_any_work(in_a_pipeline, capsys):
     (in_a_pipeline / "report").write_text("mine")
     code, out, err = run_cli("review", "--out", "report", capsys=capsys)
     assert (code, out, err) == (2, "", "error: report: not a folder, and the report is one: pass another --out\n")
+
+
+def test_cache_shows_where_the_shared_caches_are_and_their_sizes_then_clears_them(tmp_path, monkeypatch, capsys):
+    root = tmp_path / "caches"
+    monkeypatch.setenv(caches.ENV, str(root))
+    assert run_cli("cache", capsys=capsys) == (0, f"images  {root / 'images'}  not made yet\n"
+                                                  f"jax     {root / 'jax'}  not made yet\n", "")
+    (caches.folder(caches.IMAGES) / "images-8x8-0123.npy").write_bytes(b"x" * 1500)
+    (caches.folder(caches.IMAGES) / "images-4x4-4567.npy").write_bytes(b"x" * 700)
+    (caches.folder(caches.JAX) / "jit_step").write_bytes(b"x" * 20)
+    assert run_cli("cache", capsys=capsys) == (0, f"images  {root / 'images'}  2 files, 2.2 kB\n"
+                                                  f"jax     {root / 'jax'}  1 file, 20 B\n", "")
+    assert run_cli("cache", "--clear", capsys=capsys) == (
+        0, f"freed 2.2 kB: {root / 'images'} (2 files), {root / 'jax'} (1 file)\n", "")
+    assert sorted(p.name for p in root.iterdir()) == [caches.TAG]
+    assert run_cli("cache", "--clear", capsys=capsys) == (0, f"nothing to free: no cache in {root}\n", "")
+
+
+def test_cache_mistakes_are_one_line_and_exit_code_2(tmp_path):
+    """A relative CATSDOGS_CACHE_DIR, and one pointing at a folder the project did not make: --clear removes
+    nothing there (its images/ may be the user's photos)."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "holiday.jpg").write_bytes(b"a photo")
+    for value, argv, line in [
+        ("relative", ["cache"], "error: CATSDOGS_CACHE_DIR=relative: not an absolute path; each experiment runs in "
+                                "another folder, so the cache would be another each time: give an absolute one"),
+        (str(tmp_path), ["cache", "--clear"], f"error: {tmp_path}: no CACHEDIR.TAG, so not a folder of catsdogs' "
+                                              f"caches: nothing removed (check CATSDOGS_CACHE_DIR, or remove "
+                                              f"{tmp_path / 'images'} yourself)")]:
+        result = subprocess.run([sys.executable, "-m", "catsdogs.commands.cli", *argv], cwd=tmp_path,
+                                env=CHILD_ENV | {caches.ENV: value}, capture_output=True, text=True, timeout=60)
+        assert (result.returncode, result.stdout, result.stderr) == (2, "", line + "\n")
+    assert (tmp_path / "images" / "holiday.jpg").exists()

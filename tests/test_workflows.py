@@ -14,6 +14,7 @@ import io
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -72,7 +73,8 @@ def pipeline(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def work(pipeline, tmp_path) -> Path:
-    """A copy of the committed tiny run: workspace, DVC cache, git history and the decoded-image cache."""
+    """A copy of the committed tiny run: workspace, DVC cache and git history (the decoded images are in the
+    caches every experiment shares, catsdogs.caches: the test session's temporary folder)."""
     repo = tmp_path / "repo"
     shutil.copytree(pipeline, repo, symlinks=True)
     # copytree copies each hardlink as a file of its own: link the outputs to this copy's cache again
@@ -291,6 +293,10 @@ def test_a_sweep_with_dvc_grammar_then_catsdogs_best_applies_and_branches_the_be
 
     found = experiments(work)
     runs = {name: d for name, d in found.items() if name != "broken"}
+    # each ran in a fresh copy (new mtimes) and still found the images the pipeline decoded: it decoded none
+    logs = {name: (lambda shown: shown.stdout + shown.stderr)(dvc("queue", "logs", name, cwd=work)) for name in runs}
+    assert all("reusing decoded images from" in log and not re.search(r"^decoded \d+ images", log, re.M)
+               for log in logs.values()), logs
     assert sorted((d["params"]["params.yaml"]["data"]["train"]["learning_rate"],
                    d["params"]["params.yaml"]["data"]["epochs"]) for d in runs.values()) == [
         (1e-3, 2), (1e-2, 2)]

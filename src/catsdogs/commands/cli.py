@@ -1,5 +1,5 @@
-"""The `catsdogs` command: predictions on new photos, the offline demo, the data review and the best
-experiment."""
+"""The `catsdogs` command: predictions on new photos, the offline demo, the data review, the best
+experiment and the shared caches."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from catsdogs import tables
+from catsdogs import caches, tables
 from catsdogs.commands import experiments, review
 from catsdogs.serving.predict import TOP
 from catsdogs.entry import run_main
@@ -20,7 +20,7 @@ PIPELINE = "dvc.yaml"
 # argument). The CLI's option is the same name.
 REVIEW_INPUTS = {"data": ("train", "data"), "split": ("train", "--split"), "classes": ("train", "--classes"),
                  "predictions": ("evaluate", "--predictions"), "model": ("train", "--model"),
-                 "image_cache": ("train", "--image-cache"), "filter_metrics": ("filter", "--metrics")}
+                 "filter_metrics": ("filter", "--metrics")}
 
 
 def pipeline_path(given: str | None, stage: str, option: str) -> str:
@@ -87,9 +87,9 @@ def _review(args) -> int:
         print(f"{len(added)} added to {exclude}: review it (git diff), then `dvc repro` and `dvc metrics diff`")
         return 0
     inputs = {name: Path(pipeline_path(getattr(args, name), *where)) for name, where in REVIEW_INPUTS.items()}
+    image_cache = args.image_cache or caches.folder(caches.IMAGES)
     summary = review.run(inputs["data"], inputs["split"], inputs["classes"], inputs["predictions"], inputs["model"],
-                         out, inputs["image_cache"], args.folds, args.epochs, args.max_distance,
-                         inputs["filter_metrics"])
+                         out, image_cache, args.folds, args.epochs, args.max_distance, inputs["filter_metrics"])
     counts = ", ".join(f"{summary[f'{kind}_candidates']} {kind}" for kind in tables.CANDIDATE_KINDS)
     print(f"{counts} candidates in {out / review.CANDIDATES_FILE}; look at {out / review.CONTACT_SHEET}, then "
           "accept with `catsdogs review --accept MEMBER ...`")
@@ -100,6 +100,28 @@ def _best(args) -> int:
     if args.top < 1:
         raise UserError(f"--top {args.top}: how many experiments to print, at least 1")
     return experiments.best(Path.cwd(), args.metric, args.lower, args.top, apply=args.apply, branch=args.branch)
+
+
+def _files(n: int) -> str:
+    return f"{n} file" if n == 1 else f"{n} files"
+
+
+def _cache(args) -> int:
+    if args.clear:
+        removed = caches.clear()
+        if not removed:
+            print(f"nothing to free: no cache in {caches.root()}")
+        else:
+            print(f"freed {caches.human(sum(size for *_, size in removed))}: "
+                  + ", ".join(f"{where} ({_files(files)})" for _, where, files, _ in removed))
+        return 0
+    width = max(map(len, caches.KINDS))
+    for kind in caches.KINDS:
+        where = caches.path(kind)
+        files, size = caches.usage(where)
+        shown = f"{_files(files)}, {caches.human(size)}" if where.exists() else "not made yet"
+        print(f"{kind:<{width}}  {where}  {shown}")
+    return 0
 
 
 @run_main
@@ -141,6 +163,8 @@ def main(argv=None) -> None:
     for name, (stage, option) in REVIEW_INPUTS.items():
         shown = "first argument" if option == "data" else option
         reviewer.add_argument("--" + name.replace("_", "-"), help=f"default: the {stage} stage's {shown} in dvc.yaml")
+    reviewer.add_argument("--image-cache", type=Path, help="folder of the decoded-image cache (default: the shared "
+                          "one, `catsdogs cache` shows where)")
     reviewer.set_defaults(func=_review)
 
 
@@ -158,6 +182,11 @@ def main(argv=None) -> None:
     act.add_argument("--apply", action="store_true", help="bring the best into the workspace (dvc exp apply)")
     act.add_argument("--branch", metavar="NAME", help="make a git branch of the best (dvc exp branch)")
     best.set_defaults(func=_best)
+
+    cache = commands.add_parser("cache", help="where the caches shared by every experiment are (decoded images, "
+                                f"JAX's compiled programs: ${caches.ENV} moves them), and their sizes")
+    cache.add_argument("--clear", action="store_true", help="remove them (the next run decodes and compiles again)")
+    cache.set_defaults(func=_cache)
 
     args = parser.parse_args(argv)
     raise SystemExit(args.func(args))

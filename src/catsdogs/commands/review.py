@@ -403,7 +403,7 @@ def run(directory: Path, split_file: Path, classes_file: Path, predictions_file:
     data = read_inputs(directory, split_file, classes_file, predictions_file)
     root = filter_root(filter_metrics) if filter_metrics is not None else ""
     backend.select(p.train.backend)
-    array = imagecache.load(directory, data.paths, p.data.image_size, image_cache, p.data.cache_mode)
+    array = imagecache.load(directory, data.paths, p.data.image_size, image_cache, p.data.cache_mode, data.digests)
     timings["read_and_decode"] = time.perf_counter() - start
 
     start = time.perf_counter()

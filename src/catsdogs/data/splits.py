@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +23,15 @@ from catsdogs.errors import UserError
 
 @dataclass
 class Split:
-    """The two subsets, as indices into `paths` (the folder's images in sorted order)."""
+    """The two subsets, as indices into `paths` (the folder's images in sorted order), and each path's
+    content hash once known (`content_digests`; split.csv records them): the decoded-image cache's key."""
 
     paths: list[str]
     labels: np.ndarray
     class_names: list[str]
     train: np.ndarray
     val: np.ndarray
+    digests: list[str] | None = field(default=None, repr=False)
 
 
 def keras_holdout(paths: list[str], validation_split: float) -> tuple[list[str], list[str]]:
@@ -98,9 +100,10 @@ def write(path: str | os.PathLike, directory: str | os.PathLike, split: Split) -
 
     Evaluate and plot read this file, not the image folder: DVC then checks the folder's 25,000 files once
     per `dvc repro` (for train) instead of three times, and the hashes still make the file, and so the
-    stages after it, change whenever an image they read changes.
+    stages after it, change whenever an image they read changes. They are the split's own when it has them
+    (the train stage hashes before it decodes: the images it trained on).
     """
-    digests = content_digests(directory, split.paths)
+    digests = split.digests if split.digests is not None else content_digests(directory, split.paths)
     atomic.write_csv(path, tables.SPLIT, (
         [split.paths[i], split.class_names[split.labels[i]], subset, digests[i]]
         for subset, indices in zip(tables.SUBSETS, (split.train, split.val)) for i in indices
@@ -126,7 +129,7 @@ def read(path: str | os.PathLike, class_names: list[str]) -> tuple[Split, list[s
     subset = {s: np.asarray([position[r["path"]] for r in rows if r["subset"] == s], dtype=np.int64)
               for s in tables.SUBSETS}
     train, val = (subset[s] for s in tables.SUBSETS)
-    return Split(paths, labels, list(class_names), train, val), digests
+    return Split(paths, labels, list(class_names), train, val, digests), digests
 
 
 def read_unchanged(directory: str | os.PathLike, split_file: str | os.PathLike, class_names: list[str]) -> Split:

@@ -12,7 +12,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from catsdogs import atomic, backend, classes, params, tables
+from catsdogs import atomic, backend, caches, classes, params, tables
 from catsdogs.data import imagecache, splits
 from catsdogs.evaluation import metrics
 from catsdogs.entry import run_main
@@ -33,7 +33,8 @@ def main(argv=None) -> None:
     parser.add_argument("--predictions", type=Path, required=True, help="per-image CSV")
     parser.add_argument("--roc", type=Path, required=True, help="ROC curve CSV (for more than two classes, "
                         "the macro average of the one-vs-rest curves)")
-    parser.add_argument("--image-cache", type=Path, required=True, help="folder of the decoded-image cache")
+    parser.add_argument("--image-cache", type=Path, default=caches.folder(caches.IMAGES),
+                        help="folder of the decoded-image cache (default: %(default)s, shared by every experiment)")
     args = parser.parse_args(argv)
     p = params.for_stage("evaluate", PARAMS)
     backend.select(p.train.backend)
@@ -44,7 +45,8 @@ def main(argv=None) -> None:
     class_names = model_lib.load_classes(args.classes, model)
     data = splits.read_unchanged(args.data, args.split, class_names)
     image_size = model.input_shape[1:3]
-    array = imagecache.load(args.data, data.paths, image_size, args.image_cache, p.data.cache_mode)
+    array = imagecache.load(args.data, data.paths, image_size, args.image_cache, p.data.cache_mode,
+                            data.digests)
     # in order, so no seed draws anything: the scores depend on the model and the images alone
     val = batches.Batches(array, data.labels, data.val, p.data.batch_size, shuffle=False, seed=0)
 

@@ -17,7 +17,7 @@ import shutil
 import warnings
 from pathlib import Path
 
-from catsdogs import atomic, backend, classes, params
+from catsdogs import atomic, backend, caches, classes, params
 from catsdogs.data import imagecache, splits
 from catsdogs.serving import exports
 from catsdogs.entry import run_main
@@ -39,7 +39,8 @@ def main(argv=None) -> None:
     parser.add_argument("--split", type=Path, required=True, help="the train stage's split file")
     parser.add_argument("--out", type=Path, required=True, help="the export folder")
     parser.add_argument("--metrics", type=Path, required=True, help="each format's largest difference (JSON)")
-    parser.add_argument("--image-cache", type=Path, required=True, help="folder of the decoded-image cache")
+    parser.add_argument("--image-cache", type=Path, default=caches.folder(caches.IMAGES),
+                        help="folder of the decoded-image cache (default: %(default)s, shared by every experiment)")
     args = parser.parse_args(argv)
     p = params.for_stage("export", PARAMS)
     atomic.remove_leftovers(args.out, args.metrics)
@@ -51,7 +52,7 @@ def main(argv=None) -> None:
     class_names = model_lib.load_classes(args.classes, model)
     data = splits.read_unchanged(args.data, args.split, class_names)
     size = model.input_shape[1:3]
-    val = imagecache.load(args.data, data.paths, size, args.image_cache, p.data.cache_mode)[data.val]
+    val = imagecache.load(args.data, data.paths, size, args.image_cache, p.data.cache_mode, data.digests)[data.val]
     expected = classes.probabilities(model.predict(val, batch_size=p.data.batch_size, verbose=0))
 
     differences = {}

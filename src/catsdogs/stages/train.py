@@ -1,7 +1,8 @@
 """Train stage: the tutorial's model on the tutorial's split, with a checkpoint and a log row per epoch.
 
-Reads the cleaned folder, decodes every image once (cached across runs), trains with augmentation inside
-the model, and writes the final model and per-epoch checkpoints. As each epoch ends, DVCLive logs its
+Reads the cleaned folder, decodes every image once (cached per user for every run and experiment:
+catsdogs.caches), trains with augmentation inside the model, and writes the final model and per-epoch
+checkpoints. As each epoch ends, DVCLive logs its
 metrics and the run's summary into the live folder (catsdogs.history), for `dvc exp show`, `dvc plots show`,
 the VS Code extension and DVC Studio to follow; inside an epoch, catsdogs.training.callbacks shows progress.
 
@@ -16,9 +17,10 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+import time
 from pathlib import Path
 
-from catsdogs import atomic, backend, compat, history, params
+from catsdogs import atomic, backend, caches, compat, history, params
 from catsdogs.data import imagecache, splits
 from catsdogs.entry import run_main
 from catsdogs.errors import UserError
@@ -31,12 +33,14 @@ PARAMS = params.TRAINING  # what shapes training is what this stage reads (dvc.y
 
 @run_main
 def main(argv=None) -> None:
+    started = time.perf_counter()
     args = parse_args(argv)
     p = params.for_stage("train", PARAMS)
     if not args.data.is_dir():
         raise UserError(f"{args.data}: cleaned image folder not found (run the filter stage first)")
     # The split first: a class too small for either subset stops the stage before Keras loads
     data = splits.assign(args.data, p.data.validation_split, p.seed, p.data.split_method)
+    data.digests = splits.content_digests(args.data, data.paths)  # the image cache's key, split.csv's hashes
     atomic.remove_leftovers(*(getattr(args, name) for name in OUTPUTS))
     backend.select(p.train.backend, jax_cache=args.jax_cache)
     compat.check_keras(p.train.backend)  # the Keras internals that distribute patches are the verified ones
@@ -55,7 +59,8 @@ def main(argv=None) -> None:
     # The data: the tutorial's split (assigned above), every image decoded once
     log.info("%d images of %d classes (%s): %d for training, %d for validation", len(data.paths),
              len(data.class_names), ", ".join(data.class_names), len(data.train), len(data.val))
-    array = imagecache.load(args.data, data.paths, p.data.image_size, args.image_cache, p.data.cache_mode)
+    array = imagecache.load(args.data, data.paths, p.data.image_size, args.image_cache, p.data.cache_mode,
+                            data.digests)
     train, val = plan.batches(*run.input_batches(array, data, p.data.batch_size, p.seed, p.train.augment))
 
     # The model: the tutorial's small Xception, compiled with its loss and metric
@@ -71,7 +76,7 @@ def main(argv=None) -> None:
              "on" if model.jit_compile else "off (TensorFlow on a CPU: it runs slower there)")
 
     # Fit, resuming an interrupted run with the same params and data
-    work = run.work_folder(args.work, p.values(), imagecache.files_key(args.data, data.paths))
+    work = run.work_folder(args.work, p.values(), imagecache.content_key(data.paths, data.digests))
     if not plan.resumable():
         shutil.rmtree(work, ignore_errors=True)
     if (work / "backup").exists():
@@ -87,6 +92,8 @@ def main(argv=None) -> None:
     log.info("trained %d epochs in %.0f s (%.0f training images/s); final val_acc %.4f, best %.4f at epoch %d",
              summary["step"], summary["seconds"], summary["train_images_per_second"],
              summary["final"]["val_acc"], summary["best"]["val_acc"], summary["best"]["epoch"])
+    log.info("train stage: %.1f s in all (hashing, decoding, start-up and saving included)",
+             time.perf_counter() - started)
 
 
 def parse_args(argv) -> argparse.Namespace:
@@ -97,9 +104,11 @@ def parse_args(argv) -> argparse.Namespace:
     parser.add_argument("--split", type=Path, required=True, help="each image's subset and content hash (CSV)")
     parser.add_argument("--checkpoints", type=Path, required=True)
     parser.add_argument("--live", type=Path, required=True, help="DVCLive's folder: per-epoch metrics, summary")
-    parser.add_argument("--image-cache", type=Path, required=True, help="folder of the decoded-image cache")
     parser.add_argument("--work", type=Path, required=True, help="where a run in progress keeps its state")
-    parser.add_argument("--jax-cache", type=Path, required=True, help="JAX's persistent compilation cache")
+    parser.add_argument("--image-cache", type=Path, default=caches.folder(caches.IMAGES),
+                        help="folder of the decoded-image cache (default: %(default)s, shared by every experiment)")
+    parser.add_argument("--jax-cache", type=Path, default=caches.path(caches.JAX),
+                        help="JAX's persistent compilation cache (default: %(default)s, shared by every experiment)")
     return parser.parse_args(argv)
 
 
