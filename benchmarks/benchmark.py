@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -51,6 +50,8 @@ DEMO_WIDTHS = ",".join(map(str, [DEMO["model"]["entry_width"], *DEMO["model"]["b
                                  DEMO["model"]["exit_width"]]))
 sys.path.insert(0, str(ROOT / "src"))
 from catsdogs import history  # noqa: E402 - the project's sources, as for the runs below
+sys.path.append(str(ROOT / "tests"))
+from projectcopy import copy_project  # noqa: E402 - the tests' scratch repositories, made the same way
 # the project's sources first, then whatever PYTHONPATH already holds (packages installed with --target)
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", DVC_NO_ANALYTICS="1",
            PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
@@ -266,12 +267,7 @@ def train_rss(args, tmp: Path) -> None:
 
 def noop_repro(args, tmp: Path) -> None:
     """A no-op `dvc repro` of the whole pipeline over a cleaned folder of 2 x N files."""
-    repo = tmp / "repo"
-    repo.mkdir()
-    for name in ["dvc.yaml", ".dvcignore", ".gitignore", "configs", "src", ".dvc/config"]:
-        source = ROOT / name
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, repo / name)
+    repo = copy_project(tmp / "repo")
     write_params(repo, args, args.dvc_images, 32, 1)
     p = yaml.safe_load((repo / "params.yaml").read_text())
     p["download"]["synthetic"]["side_range"] = [32, 48]

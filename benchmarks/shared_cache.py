@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,8 @@ from catsdogs import caches
 from catsdogs.commands.demo import merge
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["dvc.yaml", ".dvcignore", ".gitignore", "configs", "src", ".dvc/config", "data/exclude.csv"]
+sys.path.insert(0, str(ROOT / "tests"))
+from projectcopy import copy_project  # noqa: E402 (the tests' scratch repositories, made the same way)
 RATES = {"first": "1e-3", "second": "3e-3"}
 
 
@@ -42,14 +42,7 @@ def run(*command, cwd: Path, env: dict) -> str:
 
 def make_repo(repo: Path, overrides: dict, env: dict) -> None:
     """The project's pipeline files and params with `overrides`, committed (as tests/conftest.py does)."""
-    repo.mkdir(parents=True)
-    for name in PROJECT_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, repo / name)
+    copy_project(repo)
     shown = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True, text=True, check=True)
     (repo / "params.yaml").write_text(yaml.safe_dump(merge(yaml.safe_load(shown.stdout), overrides), sort_keys=False))
     run("git", "init", "-q", cwd=repo, env=env)

@@ -17,8 +17,7 @@ import yaml
 
 from catsdogs import caches
 
-ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["dvc.yaml", ".dvcignore", ".gitignore", "configs", "src", ".dvc/config", "data/exclude.csv"]
+from projectcopy import PROJECT_FILES, ROOT, copy_project  # noqa: F401 (tests import ROOT and PROJECT_FILES from here)
 
 
 def committed_params_text() -> str:
@@ -116,14 +115,7 @@ def params_with(overrides: dict) -> dict:
 
 def make_repo(repo: Path) -> Path:
     """A git repository at `repo` holding the project's pipeline files, with one commit, params untouched."""
-    repo.mkdir(parents=True)
-    for name in PROJECT_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, repo / name)
+    copy_project(repo)
     (repo / "params.yaml").write_text(COMMITTED_PARAMS_TEXT)
     run("git", "init", "-q", cwd=repo)
     run("git", "add", "-A", cwd=repo)

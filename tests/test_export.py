@@ -3,7 +3,6 @@ the metadata, and a difference beyond tolerance or a missing package."""
 
 import json
 import shutil
-import sys
 
 import numpy as np
 import pytest
