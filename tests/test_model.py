@@ -62,8 +62,11 @@ def test_fused_batch_normalization_computes_what_keras_layer_does():
         gradients.append(tape.gradient(loss, [x, layer.gamma, layer.beta]))
         layer.y = y
     np.testing.assert_allclose(fused.y, plain.y, atol=1e-5)
+    # gamma's gradient is c * sum(x_hat of channel c) over 200 values that cancel to 0: its float32 rounding,
+    # up to ~2e-4 here, follows the order of the reduction (TensorFlow's thread count changes it); a wrong
+    # formula is off by whole units
     for a, b in zip(*gradients):
-        np.testing.assert_allclose(b, a, atol=1e-4)
+        np.testing.assert_allclose(b, a, atol=1e-3)
     np.testing.assert_allclose(fused.moving_mean, plain.moving_mean, rtol=1e-6)
     np.testing.assert_allclose(fused.moving_variance, plain.moving_variance, rtol=1e-5)
     np.testing.assert_allclose(fused(x, training=False), plain(x, training=False), atol=1e-5)
