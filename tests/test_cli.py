@@ -152,7 +152,7 @@ def test_the_default_paths_are_dvc_yamls(in_a_pipeline, monkeypatch, capsys):
     assert code == 0 and out.startswith("0 label, 0 non_pet, 0 duplicate candidates in review/candidates.csv")
     assert calls[-1] == (Path("data/clean"), Path("models/split.csv"), Path("models/classes.json"),
                          Path("moved/predictions.csv"), Path("moved/model.keras"), Path("review"),
-                         caches.path(caches.IMAGES), None, None, None, Path("metrics/filter.json"))
+                         None, None, None, None, Path("metrics/filter.json"))  # None: the shared image cache
     run_cli("review", "--accept-top", "3", "--kind", "label", capsys=capsys)
     assert calls[-1] == (Path("review/candidates.csv"), Path("moved/exclude.csv"), [], 3, ["label"])
 

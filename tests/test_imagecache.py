@@ -128,14 +128,18 @@ def test_two_processes_decoding_the_same_images_at_once_decode_them_once(folder,
     assert [p.name for p in cache.iterdir()] == [target.name]  # no lock file, no temporary file left
 
 
-def test_the_caches_folder_comes_from_the_environment(monkeypatch, tmp_path):
+def test_the_caches_folder_comes_from_the_environment(folder, monkeypatch, tmp_path):
     monkeypatch.setenv(caches.ENV, str(tmp_path / "mine"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert caches.path(caches.IMAGES) == tmp_path / "mine" / "images"
     from catsdogs.stages import train
 
+    # the stages pass no folder unless given one (parsing their arguments creates none); then the shared one
     assert train.parse_args(["d", *[f"--{o}=x" for o in ("model", "classes", "split", "checkpoints", "live", "work")]]
-                            ).image_cache == tmp_path / "mine" / "images"  # the stages' default
+                            ).image_cache is None and not (tmp_path / "mine").exists()
+    data = splits.assign(folder, 0.25, seed=1)
+    imagecache.load(folder, data.paths, (8, 8))
+    assert [p.parent for p in (tmp_path / "mine").rglob(imagecache.PATTERN)] == [tmp_path / "mine" / "images"]
     assert (tmp_path / "mine" / caches.TAG).read_text().startswith("Signature: 8a477f597d28d172789f06886806bc55")
     monkeypatch.delenv(caches.ENV)
     assert caches.path(caches.JAX) == tmp_path / "xdg" / "catsdogs" / "jax"

@@ -294,7 +294,8 @@ def test_a_sweep_with_dvc_grammar_then_catsdogs_best_applies_and_branches_the_be
     found = experiments(work)
     runs = {name: d for name, d in found.items() if name != "broken"}
     # each ran in a fresh copy (new mtimes) and still found the images the pipeline decoded: it decoded none
-    logs = {name: (lambda shown: shown.stdout + shown.stderr)(dvc("queue", "logs", name, cwd=work)) for name in runs}
+    shown = {name: dvc("queue", "logs", name, cwd=work) for name in runs}
+    logs = {name: log.stdout + log.stderr for name, log in shown.items()}
     assert all("reusing decoded images from" in log and not re.search(r"^decoded \d+ images", log, re.M)
                for log in logs.values()), logs
     assert sorted((d["params"]["params.yaml"]["data"]["train"]["learning_rate"],

@@ -20,6 +20,8 @@ from catsdogs.errors import UserError
 ENV = "CATSDOGS_CACHE_DIR"  # the one setting: where the caches go (tests point it at a temporary folder)
 IMAGES, JAX = "images", "jax"  # the decoded-image cache, JAX's persistent compilation cache
 KINDS = (IMAGES, JAX)
+# the stages' and `catsdogs review`'s --image-cache: without it, catsdogs.data.imagecache uses path(IMAGES)
+IMAGES_OPTION_HELP = "folder of the decoded-image cache (default: the one every experiment shares, `catsdogs cache`)"
 TAG = "CACHEDIR.TAG"
 TAG_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"  # https://bford.info/cachedir/
             "# catsdogs' caches (decoded images, JAX's compiled programs): safe to delete; `catsdogs cache --clear`\n")

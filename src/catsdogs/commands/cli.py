@@ -87,9 +87,8 @@ def _review(args) -> int:
         print(f"{len(added)} added to {exclude}: review it (git diff), then `dvc repro` and `dvc metrics diff`")
         return 0
     inputs = {name: Path(pipeline_path(getattr(args, name), *where)) for name, where in REVIEW_INPUTS.items()}
-    image_cache = args.image_cache or caches.folder(caches.IMAGES)
     summary = review.run(inputs["data"], inputs["split"], inputs["classes"], inputs["predictions"], inputs["model"],
-                         out, image_cache, args.folds, args.epochs, args.max_distance, inputs["filter_metrics"])
+                         out, args.image_cache, args.folds, args.epochs, args.max_distance, inputs["filter_metrics"])
     counts = ", ".join(f"{summary[f'{kind}_candidates']} {kind}" for kind in tables.CANDIDATE_KINDS)
     print(f"{counts} candidates in {out / review.CANDIDATES_FILE}; look at {out / review.CONTACT_SHEET}, then "
           "accept with `catsdogs review --accept MEMBER ...`")
@@ -163,8 +162,7 @@ def main(argv=None) -> None:
     for name, (stage, option) in REVIEW_INPUTS.items():
         shown = "first argument" if option == "data" else option
         reviewer.add_argument("--" + name.replace("_", "-"), help=f"default: the {stage} stage's {shown} in dvc.yaml")
-    reviewer.add_argument("--image-cache", type=Path, help="folder of the decoded-image cache (default: the shared "
-                          "one, `catsdogs cache` shows where)")
+    reviewer.add_argument("--image-cache", type=Path, help=caches.IMAGES_OPTION_HELP)
     reviewer.set_defaults(func=_review)
 
 

@@ -376,7 +376,7 @@ def check_options(folds: int, epochs: int | None, max_distance: int) -> None:
 
 
 def run(directory: Path, split_file: Path, classes_file: Path, predictions_file: Path, model_file: Path, out: Path,
-        image_cache: Path, folds: int | None = None, epochs: int | None = None,
+        image_cache: Path | None, folds: int | None = None, epochs: int | None = None,
         max_distance: int | None = None, filter_metrics: Path | None = None) -> dict:
     """The whole review: writes out/candidates.csv, out/contact_sheet.png, out/summary.json."""
     from catsdogs import backend

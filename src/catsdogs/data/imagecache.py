@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from catsdogs import atomic
+from catsdogs import atomic, caches
 from catsdogs.data import images, splits
 
 log = logging.getLogger(__name__)
@@ -115,9 +115,11 @@ def evict(cache_dir: Path, keep: int | None = None) -> None:
         stale.unlink(missing_ok=True)
 
 
-def load(directory: str | os.PathLike, paths: list[str], size, cache_dir: str | os.PathLike,
+def load(directory: str | os.PathLike, paths: list[str], size, cache_dir: str | os.PathLike | None = None,
          mode: str = "mmap", digests: list[str] | None = None) -> np.ndarray:
     """All `paths` decoded to uint8 (N, height, width, 3), from the cache, decoding what is missing.
+
+    `cache_dir`: None is the folder every experiment shares (catsdogs.caches), created when first needed.
 
     `digests`: each path's content hash (splits.content_digests), when the caller has them already (the
     train stage writes them to split.csv, later stages read them from there); otherwise computed here.
@@ -125,7 +127,8 @@ def load(directory: str | os.PathLike, paths: list[str], size, cache_dir: str | 
     still trains (slower once it no longer fits, as random batches then read from disk). "memory" reads it
     all into RAM first: the fastest batches, but the whole array must fit.
     """
-    directory, cache_dir, size = Path(directory), Path(cache_dir), tuple(size)
+    directory, size = Path(directory), tuple(size)
+    cache_dir = caches.folder(caches.IMAGES) if cache_dir is None else Path(cache_dir)
     if digests is None:
         digests = splits.content_digests(directory, paths)
     cache = cache_path(cache_dir, paths, digests, size)

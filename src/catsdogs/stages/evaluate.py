@@ -33,8 +33,7 @@ def main(argv=None) -> None:
     parser.add_argument("--predictions", type=Path, required=True, help="per-image CSV")
     parser.add_argument("--roc", type=Path, required=True, help="ROC curve CSV (for more than two classes, "
                         "the macro average of the one-vs-rest curves)")
-    parser.add_argument("--image-cache", type=Path, default=caches.folder(caches.IMAGES),
-                        help="folder of the decoded-image cache (default: %(default)s, shared by every experiment)")
+    parser.add_argument("--image-cache", type=Path, help=caches.IMAGES_OPTION_HELP)
     args = parser.parse_args(argv)
     p = params.for_stage("evaluate", PARAMS)
     backend.select(p.train.backend)

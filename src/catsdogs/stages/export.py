@@ -39,8 +39,7 @@ def main(argv=None) -> None:
     parser.add_argument("--split", type=Path, required=True, help="the train stage's split file")
     parser.add_argument("--out", type=Path, required=True, help="the export folder")
     parser.add_argument("--metrics", type=Path, required=True, help="each format's largest difference (JSON)")
-    parser.add_argument("--image-cache", type=Path, default=caches.folder(caches.IMAGES),
-                        help="folder of the decoded-image cache (default: %(default)s, shared by every experiment)")
+    parser.add_argument("--image-cache", type=Path, help=caches.IMAGES_OPTION_HELP)
     args = parser.parse_args(argv)
     p = params.for_stage("export", PARAMS)
     atomic.remove_leftovers(args.out, args.metrics)

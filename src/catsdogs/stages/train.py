@@ -105,8 +105,7 @@ def parse_args(argv) -> argparse.Namespace:
     parser.add_argument("--checkpoints", type=Path, required=True)
     parser.add_argument("--live", type=Path, required=True, help="DVCLive's folder: per-epoch metrics, summary")
     parser.add_argument("--work", type=Path, required=True, help="where a run in progress keeps its state")
-    parser.add_argument("--image-cache", type=Path, default=caches.folder(caches.IMAGES),
-                        help="folder of the decoded-image cache (default: %(default)s, shared by every experiment)")
+    parser.add_argument("--image-cache", type=Path, help=caches.IMAGES_OPTION_HELP)
     parser.add_argument("--jax-cache", type=Path, default=caches.path(caches.JAX),
                         help="JAX's persistent compilation cache (default: %(default)s, shared by every experiment)")
     return parser.parse_args(argv)
