@@ -24,6 +24,7 @@ from catsdogs.errors import UserError
 
 STEP = "step"  # DVCLive's name for the x of every history file: here the epoch, numbered from 1
 SUMMARY = "metrics.json"
+PRUNED = "pruned"  # a tuning trial's summary only: true when the tuner's pruner stopped it early
 
 
 def history_file(live_dir: Path, name: str) -> Path:

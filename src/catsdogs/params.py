@@ -10,6 +10,7 @@ through `for_stage`'s View: reading any other key is a programming error, not a 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
@@ -330,6 +331,15 @@ def parse(raw: object, path: str = PARAMS_FILE) -> Params:
         raise ParamsError(first + more) from None
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading `1e-05` as the number YAML 1.2 says it is: DVC (ruamel) reads it so, and
+    writes small `-S` values that way (`-S train.learning_rate=0.00001`), which PyYAML alone takes for text."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                              list("-+0123456789"))
+
+
 def read_yaml(path: str | Path) -> object:
     """A YAML file's contents; ParamsError with the line and column when it is missing or malformed."""
     path = Path(path)
@@ -338,7 +348,7 @@ def read_yaml(path: str | Path) -> object:
     except FileNotFoundError:
         raise ParamsError(f"{path}: file not found (run from the repository root)") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

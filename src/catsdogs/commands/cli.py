@@ -1,5 +1,5 @@
 """The `catsdogs` command: predictions on new photos, the offline demo, the data review, the best
-experiment and the shared caches."""
+experiment, the hyperparameter search and the shared caches."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from catsdogs import caches, tables
-from catsdogs.commands import experiments, review
+from catsdogs.commands import experiments, review, tune
+from catsdogs.tuning import link, space, study
 from catsdogs.serving.predict import TOP
 from catsdogs.entry import run_main
 from catsdogs.errors import UserError
@@ -101,6 +102,10 @@ def _best(args) -> int:
     return experiments.best(Path.cwd(), args.metric, args.lower, args.top, apply=args.apply, branch=args.branch)
 
 
+def _tune(args) -> int:
+    return tune.run(args)
+
+
 def _files(n: int) -> str:
     return f"{n} file" if n == 1 else f"{n} files"
 
@@ -180,6 +185,31 @@ def main(argv=None) -> None:
     act.add_argument("--apply", action="store_true", help="bring the best into the workspace (dvc exp apply)")
     act.add_argument("--branch", metavar="NAME", help="make a git branch of the best (dvc exp branch)")
     best.set_defaults(func=_best)
+
+    tuner = commands.add_parser("tune", help="search params with Optuna: each trial a named DVC experiment "
+                                "(tune-<study>-<n>) run by DVC's queue; resumable, shareable (docs/tune.md)")
+    tuner.add_argument("--space", default=space.DEFAULT_FILE, help="the search space (default: %(default)s)")
+    tuner.add_argument("--study", help="the study's name (default: the space file's name, e.g. search)")
+    tuner.add_argument("--trials", type=int, default=20, help="finished trials the study should have, counting "
+                       "earlier runs' and other clones' (default: %(default)s)")
+    tuner.add_argument("--jobs", type=int, default=1, help="trials at once: DVC queue workers (default: %(default)s)")
+    tuner.add_argument("--timeout", type=float, metavar="SECONDS", help="start no trial after this long")
+    tuner.add_argument("--objective", default=tune.DEFAULT_OBJECTIVE, help="the metric to optimize: path:key, or a key of "
+                       "one metrics file, as `catsdogs best --metric` (default: %(default)s)")
+    tuner.add_argument("--direction", choices=("maximize", "minimize"), help="default: minimize a loss or seconds, "
+                       "maximize anything else")
+    tuner.add_argument("--sampler", choices=study.SAMPLERS, default="tpe", help="default: %(default)s")
+    tuner.add_argument("--pruner", choices=link.PRUNERS, default="median", help="stop trials whose epochs are "
+                       "worse than the median of earlier trials' (default: %(default)s)")
+    tuner.add_argument("--startup-trials", type=int, default=study.STARTUP_TRIALS, help="trials sampled at random and "
+                       "never pruned before TPE and the pruner act (default: %(default)s)")
+    tuner.add_argument("--seed", type=int, help="the sampler's seed (default: none, a new search each time)")
+    tuner.add_argument("--storage", help="the study's database: postgresql://user:password@host/db to share it "
+                       "between machines (default: SQLite in .dvc/tmp/tune/)")
+    tuner.add_argument("--retry-failed", action="store_true", help="queue a failed trial's params once more")
+    tuner.add_argument("--report", action="store_true", help="run nothing: print the best trial and write the "
+                       f"study's figures into {tune.REPORT_DIR}/")
+    tuner.set_defaults(func=_tune)
 
     cache = commands.add_parser("cache", help="where the caches shared by every experiment are (decoded images, "
                                 f"JAX's compiled programs: ${caches.ENV} moves them), and their sizes")

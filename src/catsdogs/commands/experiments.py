@@ -1,8 +1,8 @@
 """The experiments of the current commit ranked by a metric: what `catsdogs best` prints, applies or branches.
 
 Reads them with `dvc exp show --json` and acts with `dvc exp apply` / `dvc exp branch`, the DVC CLI of the
-environment this runs in. Only finished experiments are ranked; queued, running and failed ones, and any
-without the metric, are listed as such.
+environment this runs in. Only finished experiments are ranked; queued, running and failed ones, tuning trials
+that the tuner's pruner stopped early, and any without the metric, are listed as such.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from catsdogs import history
 from catsdogs.errors import UserError
 
 DEFAULT_METRIC = "metrics/metrics.json:accuracy"  # the evaluate stage's validation accuracy
@@ -26,7 +27,7 @@ TOP = 5
 class Experiment:
     name: str
     rev: str
-    state: str  # DVC's: success, queued, running or failed
+    state: str  # DVC's: success, queued, running or failed; or pruned (a tuning trial stopped early)
     metrics: dict[str, float] = field(default_factory=dict)  # "path:key.subkey": value
     params: dict[str, object] = field(default_factory=dict)  # "key.subkey" of params.yaml: value
 
@@ -50,8 +51,11 @@ def parse(shown: list) -> list[Experiment]:
                            for key, value in flatten((result or {}).get("data") or {}).items()
                            if isinstance(value, (int, float)) and not isinstance(value, bool)}
                 params = flatten(((data.get("params") or {}).get("params.yaml") or {}).get("data") or {})
+                pruned = any(((result or {}).get("data") or {}).get(history.PRUNED) is True
+                             for result in (data.get("metrics") or {}).values())
                 found.append(Experiment(rev.get("name") or exp_range.get("name") or rev["rev"][:7], rev["rev"],
-                                        "failed" if rev.get("error") else state, metrics, params))
+                                        "failed" if rev.get("error") else "pruned" if pruned else state, metrics,
+                                        params))
     return found
 
 

@@ -24,6 +24,7 @@ from catsdogs import atomic, backend, caches, compat, history, params
 from catsdogs.data import imagecache, splits
 from catsdogs.entry import run_main
 from catsdogs.errors import UserError
+from catsdogs.tuning import link
 
 log = logging.getLogger("train")
 
@@ -82,7 +83,8 @@ def main(argv=None) -> None:
     if (work / "backup").exists():
         log.info("resuming the interrupted run kept in %s", work)
     # shuffle=False: the batches shuffle themselves, by (seed, epoch) alone, not by a global RNG
-    logs = callbacks.live(args.live, work, len(data.train), p.data.batch_size, len(val))
+    trial = link.attached()  # a run of `catsdogs tune` reports each epoch to its study, which may stop it early
+    logs = callbacks.live(args.live, work, len(data.train), p.data.batch_size, len(val), trial)
     model.fit(train, validation_data=val, epochs=p.epochs, verbose=2, shuffle=False,
               callbacks=callbacks.for_fit(work, train, p.seed, plan.callbacks(val), logs))
 
@@ -92,6 +94,8 @@ def main(argv=None) -> None:
     log.info("trained %d epochs in %.0f s (%.0f training images/s); final val_acc %.4f, best %.4f at epoch %d",
              summary["step"], summary["seconds"], summary["train_images_per_second"],
              summary["final"]["val_acc"], summary["best"]["val_acc"], summary["best"]["epoch"])
+    if summary.get(history.PRUNED):
+        log.info("stopped early by the tuner's pruner after epoch %d of %d", summary["step"], p.epochs)
     log.info("train stage: %.1f s in all (hashing, decoding, start-up and saving included)",
              time.perf_counter() - started)
 

@@ -30,10 +30,13 @@ PROGRESS_SECONDS = 30.0
 PROGRESS_SECONDS_VARIABLE = "CATSDOGS_PROGRESS_SECONDS"  # overrides it, e.g. 0 for a line every step
 
 
-def live(live_dir: Path, work: Path, train_images: int, batch_size: int, validation_steps: int) -> list:
-    """Progress inside each epoch, then the epoch's row in the live log (after EpochStats has added the
-    learning rate and the seconds to the logs, before Keras' backup marks the epoch done)."""
-    return [Progress(batch_size, validation_steps), LiveLog(live_dir, work / "live", train_images)]
+def live(live_dir: Path, work: Path, train_images: int, batch_size: int, validation_steps: int,
+         trial=None) -> list:
+    """Progress inside each epoch, a tuning trial's report (`trial`: catsdogs.tuning.link.Trial, or None), then
+    the epoch's row in the live log (after EpochStats has added the learning rate and the seconds to the logs,
+    before Keras' backup marks the epoch done)."""
+    reports = [TrialReports(trial)] if trial is not None else []
+    return [Progress(batch_size, validation_steps), *reports, LiveLog(live_dir, work / "live", train_images, trial)]
 
 
 class LiveLog(keras.callbacks.Callback):
@@ -44,9 +47,9 @@ class LiveLog(keras.callbacks.Callback):
     epoch this process trains, after Keras' BackupAndRestore has restored an interrupted run: the rows of
     that epoch and later ones go, so an epoch trained again replaces its earlier rows."""
 
-    def __init__(self, live_dir: Path, copy: Path, train_images: int):
+    def __init__(self, live_dir: Path, copy: Path, train_images: int, trial=None):
         super().__init__()
-        self.dir, self.copy, self.train_images = Path(live_dir), Path(copy), train_images
+        self.dir, self.copy, self.train_images, self.trial = Path(live_dir), Path(copy), train_images, trial
         self.live = None
         self.process = psutil.Process()
 
@@ -86,6 +89,8 @@ class LiveLog(keras.callbacks.Callback):
             self.live.log_metric(name, float(f"{value:.7g}"))  # 7 digits: a float32's
         rows = history.read_history(self.dir)
         self.live.summary = history.summarize(rows, self.train_images)
+        if self.trial is not None:  # a tuning trial says whether it was stopped early, for the tuner and `best`
+            self.live.summary[history.PRUNED] = self.trial.pruned_after is not None
         self.live.next_step()  # writes metrics.json with `step`, tells the VS Code extension and Studio
         history.copy_files(self.dir, self.copy)
 
@@ -240,6 +245,19 @@ def for_fit(work: Path, train, seed: int, replicas: list, logs: list) -> list:
         *logs,
         keras.callbacks.BackupAndRestore(str(work / "backup"), double_checkpoint=True),
     ]
+
+
+class TrialReports(keras.callbacks.Callback):
+    """Reports each epoch's objective to the tuner's study (catsdogs.tuning.link) and ends training after
+    an epoch the pruner rejects: the run then saves what it has, as a finished one does."""
+
+    def __init__(self, trial):
+        super().__init__()
+        self.trial = trial
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.trial.report(history.epoch_number(epoch), float(logs[self.trial.metric])):
+            self.model.stop_training = True
 
 
 class Interruptible(keras.callbacks.Callback):

@@ -1,0 +1,409 @@
+"""`catsdogs tune`: an Optuna search whose every trial is a named DVC experiment, run by DVC's queue.
+
+The tuner asks Optuna for a trial, queues it as `dvc exp run --queue -n tune-<study>-<n> -S key=value ...
+<stage>` (the objective's stage and what it needs), starts `--jobs` queue workers, and tells Optuna each
+trial's metric from its experiment's commit once DVC has saved it. So every trial is in `dvc exp show`, can be
+compared, applied, branched and pushed, and `catsdogs best` ranks them. The train stage of a trial reports
+each epoch to the study itself (catsdogs.tuning.link), which is how the median pruner stops a trial early.
+
+The study lives in a database (catsdogs.tuning.study), not in this process: kill the tuner, start it again,
+and it adopts the trials of this clone that are still queued or running, tells those that finished while it
+was away, and marks failed those whose run died. A clone's trials are only ever adopted by that clone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import math
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from catsdogs import history, params, tables
+from catsdogs.commands import experiments
+from catsdogs.errors import UserError
+from catsdogs.tuning import link, memory, report, space as space_lib, study as study_lib
+
+PIPELINE = "dvc.yaml"
+DEFAULT_OBJECTIVE = "final.val_acc"  # the train stage's last validation accuracy: trials need train alone
+POLL_SECONDS = 2.0
+# Git-ignored (a study is no revision) and not in dvc.yaml's plots (where a missing folder is an error on every
+# `dvc plots show`): `dvc plots show metrics/tune` shows them.
+REPORT_DIR = Path("metrics") / "tune"
+
+
+@dataclass
+class Flight:
+    """A trial of this clone, queued or running in DVC's queue."""
+
+    number: int
+    name: str
+    params: dict
+
+
+def run(args) -> int:
+    root = Path.cwd()
+    if not (root / PIPELINE).is_file():
+        raise UserError(f"no {PIPELINE} here: run `catsdogs tune` from the repository's root")
+    base = params.read_yaml(params.PARAMS_FILE)
+    params.parse(base)
+    space = space_lib.load(args.space, base)
+    name = study_lib.check_name(args.study or Path(args.space).stem)
+    url = args.storage or study_lib.default_url(root)
+    if args.report:
+        return show_report(link.connect(url), name, root / REPORT_DIR)
+    objective = resolve_objective(root, args.objective, args.direction)
+    storage = link.connect(url)
+    check_arguments(args)
+    check_workspace(root)
+    check_memory(args.jobs, base, space, root)
+    parallel = args.jobs > 1 or args.storage is not None
+    study = study_lib.open_study(storage, name, space_lib.canonical(space), args.space, objective,
+                                 study_lib.sampler(args.sampler, args.seed, args.startup_trials, parallel),
+                                 link.pruner(args.pruner, args.startup_trials))
+    per_epoch = objective.per_epoch(tables.EPOCH_METRICS) if args.pruner != "none" else None
+    if args.pruner != "none" and per_epoch is None:
+        print(f"pruning off: {objective.name} has no per-epoch history to judge a trial by before it ends "
+              "(the train stage's final.* metrics have)")
+    with exclusive(root, name):
+        tuner = Tuner(root, study, space, objective, url, args, per_epoch)
+        print(f"study {name} in {link.redacted(url)}: {args.trials} finished trials wanted, {args.jobs} at a time, "
+              f"{args.sampler} sampler, {args.pruner if per_epoch else 'no'} pruner; objective: "
+              f"{objective.direction} {objective.name} (trials run `dvc exp run ... {objective.stage}`)")
+        tuner.reconcile()
+        tuner.loop()
+        return tuner.summary()
+
+
+def check_arguments(args) -> None:
+    for flag, value, least in (("--trials", args.trials, 1), ("--jobs", args.jobs, 1),
+                               ("--startup-trials", args.startup_trials, 0)):
+        if value < least:
+            raise UserError(f"{flag} {value}: at least {least}")
+    if args.timeout is not None and args.timeout <= 0:
+        raise UserError(f"--timeout {args.timeout}: seconds after which no new trial starts, above 0")
+
+
+def pipeline() -> dict:
+    import yaml
+
+    return yaml.safe_load(Path(PIPELINE).read_text(encoding="utf-8"))
+
+
+def resolve_objective(root: Path, given: str, direction: str | None) -> study_lib.Objective:
+    """The objective as "path:key" of one of dvc.yaml's metrics files (a bare key: the file that has it, as
+    `catsdogs best` resolves it), its direction, and the stage that writes it."""
+    declared = pipeline()
+    files = declared.get("metrics") or []
+    known = {}
+    for path in files:
+        try:
+            known.update({f"{path}:{key}": value for key, value in
+                          experiments.flatten(json.loads((root / path).read_text(encoding="utf-8"))).items()})
+        except (FileNotFoundError, json.JSONDecodeError):
+            continue
+    if ":" not in given and not known:
+        raise UserError(f"--objective {given}: no metrics in this workspace to find it in: run the pipeline once "
+                        "(`dvc repro` or `catsdogs demo`), or give it as path:key")
+    full = experiments.resolve([experiments.Experiment("workspace", "", "success", known)], given)
+    path, key = full.split(":", 1)
+    if path not in files:
+        raise UserError(f"--objective {given}: {path} is not one of dvc.yaml's metrics files ({', '.join(files)})")
+    stage = next((name for name, s in declared["stages"].items() for out in s.get("outs") or []
+                  if path == (o := next(iter(out)) if isinstance(out, dict) else out) or path.startswith(o + "/")),
+                 None)
+    if stage is None:
+        raise UserError(f"--objective {given}: no stage of dvc.yaml writes {path}")
+    if direction is None:
+        direction = "minimize" if experiments.lower_is_better(full) else "maximize"
+    return study_lib.Objective(path, key, direction, stage)
+
+
+def git(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise UserError(f"git {' '.join(args)} failed: {result.stderr.strip().splitlines()[-1:] or result.returncode}")
+    return result
+
+
+def check_workspace(root: Path) -> None:
+    """Queued experiments run from the last commit plus the workspace's changes to files git tracks; a file git
+    does not know stays behind. Refuse, rather than run trials on other code than the user sees."""
+    untracked = [line[3:] for line in git(root, "status", "--porcelain", "--untracked-files=all").stdout.splitlines()
+                 if line.startswith("??")]
+    if untracked:
+        more = f" (and {len(untracked) - 1} more)" if len(untracked) > 1 else ""
+        raise UserError(f"{untracked[0]}{more}: not in git, so the queued trials would run without it: `git add` "
+                        "(or commit) it, or remove it, then tune")
+
+
+def check_memory(jobs: int, base: dict, space: dict, root: Path) -> None:
+    import psutil
+
+    try:
+        images = json.loads((root / "metrics" / "filter.json").read_text(encoding="utf-8"))["kept"]
+    except (FileNotFoundError, KeyError, json.JSONDecodeError):
+        images = 0
+    each = memory.worker_bytes(memory.largest(base, space), images)
+    available = psutil.virtual_memory().available
+    if jobs * each > available:
+        fits = max(1, int(available // each))
+        raise UserError(f"--jobs {jobs}: each trial needs about {each / memory.GIB:.1f} GiB at these params "
+                        f"(docs/workflows.md#experiments), {jobs} need {jobs * each / memory.GIB:.1f} GiB, and "
+                        f"{available / memory.GIB:.1f} GiB are available: use --jobs {fits}"
+                        + ("" if fits * each <= available else " and smaller params"))
+
+
+@contextlib.contextmanager
+def exclusive(root: Path, name: str):
+    """One tuner per study and clone: a second would adopt the first one's trials (released on any exit, even
+    kill -9, as the lock is the open file's)."""
+    path = root / link.TUNE_DIR / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another `catsdogs tune` runs study {name!r} in this clone: wait for it, or stop it "
+                            "(its trials are kept)") from None
+        yield
+
+
+def dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return experiments.dvc(*args, cwd=root)
+
+
+class Tuner:
+    def __init__(self, root: Path, study, space: dict, objective: study_lib.Objective, url: str, args,
+                 per_epoch: str | None):
+        self.root, self.study, self.space, self.objective, self.url = root, study, space, objective, url
+        self.args, self.per_epoch = args, per_epoch
+        self.clone = study_lib.clone_id(root)
+        self.baseline = git(root, "rev-parse", "HEAD").stdout.strip()
+        self.distributions = space_lib.distributions(space)
+        self.flights: dict[int, Flight] = {}
+        self.started = time.monotonic()
+        self.asked = 0
+
+    # --- what DVC knows of each experiment ---------------------------------------------------------------
+
+    def states(self) -> dict[str, str]:
+        """{experiment name: queued, running, success or failed} for the trials in DVC's queue, and success for
+        every experiment saved under this clone's refs (also after `dvc queue remove`)."""
+        from dvc.repo import Repo
+
+        found = {}
+        with Repo(str(self.root)) as repo:
+            queue = repo.experiments.celery_queue
+            for entry in queue.iter_queued():
+                found[entry.name] = "queued"
+            for entry in queue.iter_active():
+                found[entry.name] = "running"
+            with contextlib.suppress(Exception):  # a done entry whose record is damaged: its ref decides below
+                for done in queue.iter_done():
+                    result = done.result
+                    found[done.entry.name] = "success" if result and result.exp_hash and result.ref_info else "failed"
+        for name in self.refs():
+            found[name] = "success"
+        return found
+
+    def refs(self) -> dict[str, str]:
+        """{experiment name: its ref} for the experiments of this clone's baseline commit."""
+        shown = git(self.root, "for-each-ref", "--format=%(refname)",
+                    f"refs/exps/{self.baseline[:2]}/{self.baseline[2:]}/").stdout.split()
+        return {ref.rsplit("/", 1)[1]: ref for ref in shown}
+
+    # --- the trials of an earlier run -------------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        """Adopt this clone's trials that an earlier tuner left running: tell those that finished, keep waiting
+        for those still queued or running, fail those whose run is gone (retried with --retry-failed)."""
+        mine = [t for t in self.study.get_trials(deepcopy=False, states=[_state("RUNNING")])
+                if t.user_attrs.get("clone") == self.clone]
+        if not mine:
+            return
+        states = self.states()
+        adopted = told = failed = 0
+        for trial in mine:
+            name = trial.user_attrs.get("experiment", study_lib.experiment_name(self.study.study_name, trial.number))
+            state = states.get(name, "lost")
+            flight = Flight(trial.number, name, dict(trial.params))
+            if state in ("queued", "running"):
+                self.flights[trial.number] = flight
+                adopted += 1
+            elif state == "success":
+                self.finish(flight)
+                told += 1
+            else:
+                self.fail(flight, "its run failed" if state == "failed" else "it was never queued (the tuner stopped "
+                          "first)" if not trial.user_attrs.get("queued") else "its run is gone from DVC's queue")
+                failed += 1
+        print(f"an earlier run left {len(mine)} trial(s) of this clone: {told} finished meanwhile, {adopted} still "
+              f"queued or running (waiting for them), {failed} failed")
+
+    # --- the loop ---------------------------------------------------------------------------------------
+
+    def loop(self) -> None:
+        while True:
+            if self.flights:
+                self.collect()
+            counts = study_lib.counts(self.study)
+            finished = sum(counts.get(state, 0) for state in study_lib.FINISHED)
+            wanted = self.args.trials - finished - counts.get("RUNNING", 0)
+            queued = 0
+            while wanted > 0 and len(self.flights) < self.args.jobs and not self.timed_out():
+                self.launch()
+                wanted -= 1
+                queued += 1
+            if queued:
+                self.start_workers()
+            if not self.flights:
+                others = counts.get("RUNNING", 0)
+                if others and finished < self.args.trials:
+                    print(f"{others} trial(s) of other clones still running: their tuners tell them")
+                return
+            time.sleep(POLL_SECONDS)
+
+    def start_workers(self) -> None:
+        """`dvc queue start -j N`, in this process: only the workers missing are started (a worker stops when
+        the queue is empty)."""
+        import logging
+
+        from dvc.repo import Repo
+
+        logging.getLogger("kombu").setLevel(logging.ERROR)  # "No hostname was supplied": DVC's queue is local
+        with Repo(str(self.root)) as repo:
+            repo.experiments.celery_queue.start_workers(self.args.jobs)
+
+    def timed_out(self) -> bool:
+        return self.args.timeout is not None and time.monotonic() - self.started >= self.args.timeout
+
+    def launch(self) -> None:
+        trial = self.study.ask(self.distributions)
+        name = study_lib.experiment_name(self.study.study_name, trial.number)
+        for key, value in {"experiment": name, "clone": self.clone, "baseline": self.baseline,
+                           "space": space_lib.fingerprint(self.space)}.items():
+            trial.set_user_attr(key, value)
+        link.Link(self.url, self.study.study_name, trial._trial_id, trial.number, self.per_epoch, self.args.pruner,
+                  self.args.startup_trials).write(self.root, name)
+        overrides = [arg for key, value in trial.params.items() for arg in ("-S", space_lib.override(key, value))]
+        message = f"catsdogs tune: study {self.study.study_name}, trial {trial.number}"
+        try:
+            dvc(self.root, "exp", "run", "--queue", "-n", name, "-m", message, *overrides, self.objective.stage)
+        except UserError as exc:
+            self.study.tell(trial.number, state=_state("FAIL"))
+            raise UserError(f"trial {trial.number}: could not queue it: {exc}") from None
+        trial.set_user_attr("queued", True)
+        self.flights[trial.number] = Flight(trial.number, name, dict(trial.params))
+        print(f"trial {trial.number} queued as {name}: {describe(trial.params)}", flush=True)
+
+    def collect(self) -> None:
+        states = self.states()
+        for number, flight in list(self.flights.items()):
+            state = states.get(flight.name, "lost")
+            if state == "success":
+                self.finish(flight)
+            elif state in ("failed", "lost"):
+                self.fail(flight, "its run failed" if state == "failed" else "its run is gone from DVC's queue")
+
+    def metrics(self, ref: str, path: str) -> dict:
+        shown = git(self.root, "show", f"{ref}:{path}", check=False)
+        try:
+            return json.loads(shown.stdout) if shown.returncode == 0 else {}
+        except json.JSONDecodeError:
+            return {}
+
+    def finish(self, flight: Flight) -> None:
+        ref = self.refs().get(flight.name)
+        found = self.metrics(ref, self.objective.path) if ref else {}
+        value = experiments.flatten(found).get(self.objective.key)
+        pruned = self.per_epoch is not None and found.get(history.PRUNED) is True
+        self.flights.pop(flight.number, None)
+        link.link_path(self.root, flight.name).unlink(missing_ok=True)
+        if pruned:
+            self.study.tell(flight.number, state=_state("PRUNED"))
+            print(f"trial {flight.number} ({flight.name}): pruned after epoch {found.get('step')}, at "
+                  f"{self.objective.key} {value:.4g}" + self.best_so_far(), flush=True)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            self.study.tell(flight.number, float(value))
+            print(f"trial {flight.number} ({flight.name}): {self.objective.key} {value:.4g}" + self.best_so_far(),
+                  flush=True)
+        else:
+            self.fail(flight, f"its experiment has no {self.objective.name}")
+
+    def fail(self, flight: Flight, why: str) -> None:
+        self.flights.pop(flight.number, None)
+        link.link_path(self.root, flight.name).unlink(missing_ok=True)
+        self.study.tell(flight.number, state=_state("FAIL"))
+        retry = self.args.retry_failed and "retry_of" not in self.study.trials[flight.number].user_attrs
+        if retry:
+            self.study.enqueue_trial(flight.params, user_attrs={"retry_of": flight.number})
+        print(f"trial {flight.number} ({flight.name}) failed: {why}; `dvc queue logs {flight.name}` shows its output"
+              + ("; its params are queued again (--retry-failed)" if retry else ""), file=sys.stderr, flush=True)
+
+    def best_so_far(self) -> str:
+        try:
+            best = self.study.best_trial
+        except ValueError:
+            return ""
+        return f"; best so far: trial {best.number}, {best.value:.4g}"
+
+    def summary(self) -> int:
+        counts = study_lib.counts(self.study)
+        finished = sum(counts.get(state, 0) for state in study_lib.FINISHED)
+        print(f"study {self.study.study_name}: {finished} finished ({counts.get('COMPLETE', 0)} complete, "
+              f"{counts.get('PRUNED', 0)} pruned), {counts.get('FAIL', 0)} failed")
+        print_best(self.study, self.objective.name)
+        return 0
+
+
+def describe(values: dict) -> str:
+    return ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+                     for key, value in values.items())
+
+
+def _state(name: str):
+    import optuna
+
+    return optuna.trial.TrialState[name]
+
+
+def print_best(study, objective: str) -> None:
+    try:
+        best = study.best_trial
+    except ValueError:
+        print("no trial has finished yet")
+        return
+    print(f"best: trial {best.number} ({best.user_attrs.get('experiment')}), {objective} {best.value:.6g}: "
+          f"{describe(best.params)}")
+    metric = objective if objective != experiments.DEFAULT_METRIC else None
+    print(f"bring it into the workspace: catsdogs best{f' --metric {metric}' if metric else ''} --apply "
+          f"(or dvc exp apply {best.user_attrs.get('experiment')})")
+
+
+def show_report(storage, name: str, out: Path) -> int:
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        known = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise UserError(f"no study {name!r} in this storage" + (f" (it has {', '.join(known)})" if known else
+                                                                 ": run `catsdogs tune` first")) from None
+    counts = study_lib.counts(study)
+    print(f"study {name}: {sum(counts.values())} trials ({', '.join(f'{n} {s.lower()}' for s, n in counts.items())}); "
+          f"objective {study.direction.name.lower()} {study.user_attrs.get('objective')}")
+    print(f"space ({study.user_attrs.get('space_file')}): {study.user_attrs.get('space')}")
+    objective = study.user_attrs.get("objective", "objective")
+    print_best(study, objective)
+    written, skipped = report.figures(study, out, objective.rsplit(":", 1)[-1])
+    if written:
+        print(f"wrote {', '.join(str(p.relative_to(Path.cwd())) for p in written)} (`dvc plots show {out.relative_to(Path.cwd())}` shows them)")
+    for file, why in skipped.items():
+        print(f"no {file}: {why}")
+    return 0
+
