@@ -58,10 +58,10 @@ def test_bad_arguments_are_usage_errors_with_exit_code_2(argv, capsys):
     assert err.startswith("usage: catsdogs") and "error: " in err
 
 
-@pytest.mark.parametrize("argv, shown", [(["--help"], "{predict,demo,review,best,cache}"),
+@pytest.mark.parametrize("argv, shown", [(["--help"], "{predict,demo,review,best,tune,cache}"),
                                          (["predict", "--help"], "--classes"), (["demo", "--help"], "--config"),
                                          (["review", "--help"], "--accept-top"), (["best", "--help"], "--metric"),
-                                         (["cache", "--help"], "--clear")])
+                                         (["tune", "--help"], "--storage"), (["cache", "--help"], "--clear")])
 def test_help_exits_0(argv, shown, capsys):
     code, out, _ = run_cli(*argv, capsys=capsys)
     assert code == 0 and out.startswith("usage: catsdogs") and shown in out

@@ -296,7 +296,7 @@ def _hint(value, kind: str) -> str:
     if isinstance(value, str) and kind in {"float_type", "int_type"}:
         try:
             float(value)
-            return " (YAML read it as text: write numbers like 3.0e-4, with a dot and a signed exponent)"
+            return " (quoted, so YAML reads it as text: write the number without quotes)"
         except ValueError:
             pass
     return ""

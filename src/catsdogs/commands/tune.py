@@ -49,7 +49,7 @@ def run(args) -> int:
     root = Path.cwd()
     if not (root / PIPELINE).is_file():
         raise UserError(f"no {PIPELINE} here: run `catsdogs tune` from the repository's root")
-    base = params.read_yaml(params.PARAMS_FILE)
+    base = params.read_yaml(root / params.PARAMS_FILE)
     params.parse(base)
     space = space_lib.load(args.space, base)
     name = study_lib.check_name(args.study or Path(args.space).stem)
@@ -75,7 +75,13 @@ def run(args) -> int:
               f"{args.sampler} sampler, {args.pruner if per_epoch else 'no'} pruner; objective: "
               f"{objective.direction} {objective.name} (trials run `dvc exp run ... {objective.stage}`)")
         tuner.reconcile()
-        tuner.loop()
+        try:
+            tuner.loop()
+        except KeyboardInterrupt:
+            if tuner.flights:
+                print(f"stopped: {len(tuner.flights)} trial(s) still queued or running in DVC's queue go on; the same "
+                      "command again collects them (or `dvc queue kill` them)", file=sys.stderr)
+            raise
         return tuner.summary()
 
 
@@ -88,16 +94,16 @@ def check_arguments(args) -> None:
         raise UserError(f"--timeout {args.timeout}: seconds after which no new trial starts, above 0")
 
 
-def pipeline() -> dict:
+def pipeline(root: Path) -> dict:
     import yaml
 
-    return yaml.safe_load(Path(PIPELINE).read_text(encoding="utf-8"))
+    return yaml.safe_load((root / PIPELINE).read_text(encoding="utf-8"))
 
 
 def resolve_objective(root: Path, given: str, direction: str | None) -> study_lib.Objective:
     """The objective as "path:key" of one of dvc.yaml's metrics files (a bare key: the file that has it, as
     `catsdogs best` resolves it), its direction, and the stage that writes it."""
-    declared = pipeline()
+    declared = pipeline(root)
     files = declared.get("metrics") or []
     known = {}
     for path in files:
@@ -212,10 +218,10 @@ class Tuner:
         return found
 
     def refs(self) -> dict[str, str]:
-        """{experiment name: its ref} for the experiments of this clone's baseline commit."""
-        shown = git(self.root, "for-each-ref", "--format=%(refname)",
-                    f"refs/exps/{self.baseline[:2]}/{self.baseline[2:]}/").stdout.split()
-        return {ref.rsplit("/", 1)[1]: ref for ref in shown}
+        """{experiment name: its ref} for every experiment saved in this clone (refs/exps/<baseline>/<name>; a
+        trial's name is unique in its study, whichever commit it ran from)."""
+        shown = git(self.root, "for-each-ref", "--format=%(refname)", "refs/exps/").stdout.split()
+        return {ref.rsplit("/", 1)[1]: ref for ref in shown if ref.count("/") == 4}
 
     # --- the trials of an earlier run -------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from catsdogs.errors import UserError
-from catsdogs.tuning.link import EXPERIMENT_PREFIX, TUNE_DIR, quiet_optuna
+from catsdogs.tuning.link import EXPERIMENT_PREFIX, TUNE_DIR
 
 DEFAULT_DB = TUNE_DIR / "optuna.db"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # part of a git ref: `tune-<study>-<n>`

@@ -1,0 +1,360 @@
+"""`catsdogs tune`: its checks (one line, exit 2, before anything runs), then real searches through the `dvc` CLI
+and DVC's queue on tiny params: a trial pruned before its last epoch, and 8 trials by two tuners in two clones
+sharing one study on a real PostgreSQL server, one of them with --jobs 2, killed with SIGKILL after 3 trials and
+started again."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ENV, TINY_DATA, TINY_TRAINING, dvc, make_repo, run, set_params
+
+from catsdogs import params
+from catsdogs.commands import tune
+from catsdogs.tuning import link, memory, space as space_lib, study as study_lib
+
+EPOCHS = 2
+SPACE = {"train.learning_rate": {"type": "float", "low": 1.0e-4, "high": 3.0e-2, "log": True}}
+SPACE_FILE = "configs/tiny-search.yaml"
+OBJECTIVE = "metrics/train/metrics.json:final.val_acc"
+
+
+def catsdogs(*args, cwd, check=False):
+    return run(sys.executable, "-m", "catsdogs.commands.cli", *args, cwd=cwd, check=check)
+
+
+def tuner(*args) -> list[str]:
+    return [sys.executable, "-m", "catsdogs.commands.cli", "tune", "--space", SPACE_FILE, *args]
+
+
+def one_line_error(result) -> str:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def write_space(repo: Path, entries: dict, name: str = SPACE_FILE) -> None:
+    (repo / name).write_text(yaml.safe_dump(entries, sort_keys=False))
+
+
+def load_study(repo: Path, name: str, url: str | None = None):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=link.connect(url or study_lib.default_url(repo)))
+
+
+
+def states(study) -> dict[str, int]:
+    return study_lib.counts(study)
+
+
+def tune_experiments(repo: Path) -> dict[str, dict]:
+    """{name: its data in `dvc exp show --json`} for every experiment named tune-..."""
+    found = {}
+    for baseline in json.loads(dvc("exp", "show", "--json", cwd=repo).stdout):
+        for exp_range in baseline.get("experiments") or []:
+            for rev in exp_range.get("revs") or []:
+                name = rev.get("name") or exp_range.get("name")
+                if name and name.startswith(link.EXPERIMENT_PREFIX):
+                    assert name not in found, f"{name} twice in dvc exp show"
+                    found[name] = rev["data"]
+    return found
+
+
+# --- the space ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def base():
+    from conftest import committed_params
+
+    return committed_params()
+
+
+def test_the_space_file_becomes_optuna_distributions(tmp_path, base):
+    import optuna
+
+    path = tmp_path / "s.yaml"
+    write_space(tmp_path, {"train.learning_rate": {"type": "float", "low": 1.0e-4, "high": 1.0e-2, "log": True},
+                           "train.warmup_epochs": {"type": "int", "low": 0, "high": 2},
+                           "train.lr_schedule": {"type": "categorical", "choices": ["constant", "cosine"]}}, "s.yaml")
+    space = space_lib.load(path, base)
+    assert space_lib.distributions(space) == {
+        "train.learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
+        "train.warmup_epochs": optuna.distributions.IntDistribution(0, 2),
+        "train.lr_schedule": optuna.distributions.CategoricalDistribution(["constant", "cosine"])}
+    # the same space written otherwise is the same study's space
+    write_space(tmp_path, {"train.lr_schedule": {"choices": ["constant", "cosine"], "type": "categorical"},
+                           "train.warmup_epochs": {"high": 2, "low": 0, "type": "int", "step": 1},
+                           "train.learning_rate": {"log": True, "type": "float", "low": 1.0e-4, "high": 1.0e-2}},
+                "s.yaml")
+    assert space_lib.canonical(space_lib.load(path, base)) == space_lib.canonical(space)
+
+
+@pytest.mark.parametrize("entries, message", [
+    ({"train.lr": {"type": "float", "low": 1.0e-4, "high": 1.0e-2}},
+     "unknown params key 'train.lr' (params.yaml has no 'lr' in train; there: backend, precision, learning_rate"),
+    ({"train.learning_rate": {"type": "float", "low": -1.0, "high": 1.0e-2}},
+     "train.learning_rate: low -1.0 is outside what params.yaml allows (train.learning_rate = -1.0: input should be "
+     "greater than 0)"),
+    ({"model.dropout": {"type": "float", "low": 0.0, "high": 1.0}},
+     "model.dropout: high 1.0 is outside what params.yaml allows (model.dropout = 1.0: input should be less than 1)"),
+    ({"train.lr_schedule": {"type": "categorical", "choices": ["cosine", "linear"]}},
+     "train.lr_schedule: choice 'linear' is outside what params.yaml allows"),
+    ({"train.lr_schedule": {"type": "categorical", "choices": []}}, "train.lr_schedule: choices = []"),
+    ({"epochs": {"type": "float", "low": 1.0, "high": 5.0}},
+     "epochs: low 1.0 is outside what params.yaml allows (epochs = 1.0: input should be a valid integer)"),
+    ({"epochs": {"type": "int", "low": 5, "high": 2}}, "epochs: low (5) is above high (2)"),
+    ({"train.learning_rate": {"type": "float", "low": 0.0, "high": 1.0, "log": True}},
+     "train.learning_rate: log: true needs low above 0"),
+    ({"model": {"type": "int", "low": 1, "high": 2}}, "model is a section of params.yaml, not one param"),
+    ({"epochs": 3}, "epochs: 3 is not a distribution"),
+    ({"epochs": {"type": "int", "low": 1, "high": 3, "lgo": True}}, "epochs: unknown key 'lgo'; a int allows type"),
+])
+def test_a_bad_space_is_one_line_naming_the_key(tmp_path, base, entries, message):
+    write_space(tmp_path, entries, "s.yaml")
+    with pytest.raises(space_lib.SpaceError) as error:
+        space_lib.load(tmp_path / "s.yaml", base)
+    assert str(error.value).startswith(f"{tmp_path / 's.yaml'}: ") and message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("value", [1e-05, 2.5e-4, 0.0123, 3, True, False, "cosine", "with space", "it's"])
+def test_an_override_reaches_params_yaml_as_the_same_value(tmp_path, value):
+    """What `-S` gives DVC (Hydra's parser, then DVC's YAML writer) is read back by params.yaml's loader as is."""
+    from dvc.utils.hydra import apply_overrides
+
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  learning_rate: 1.0\n")
+    apply_overrides(str(path), [space_lib.override("train.learning_rate", value)])
+    assert params.read_yaml(path) == {"train": {"learning_rate": value}}
+
+
+def test_a_trials_memory_follows_the_measured_figures(base):
+    from conftest import params_with
+
+    tiny = params_with(TINY_TRAINING)
+    demo = params_with(yaml.safe_load(Path(__file__).parent.parent.joinpath("configs/demo.yaml").read_text()))
+    gib = memory.GIB
+    assert 1.0 * gib < memory.worker_bytes(tiny, 114) < 1.05 * gib  # the tests' runs: 1.0 GiB measured
+    assert 1.05 * gib < memory.worker_bytes(demo, 1940) < 1.2 * gib  # the demo: 1.1 GiB measured
+    assert 14.2 * gib < memory.worker_bytes(base, 0) < 14.4 * gib  # the tutorial's model, images aside: 14.3
+    assert 16.4 * gib < memory.worker_bytes(base, 23410) < 16.6 * gib  # and the real archive's images: 16.5
+    sized = {"data.batch_size": space_lib.Choices(type="categorical", choices=[32, 256]),
+             "train.learning_rate": space_lib.FloatRange(type="float", low=1e-4, high=1e-2)}
+    largest = memory.largest(base, sized)
+    assert largest["data"]["batch_size"] == 256 and largest["train"]["learning_rate"] == base["train"]["learning_rate"]
+
+
+# --- the checks before anything runs -----------------------------------------------------------------------
+
+@pytest.fixture
+def project(repo) -> Path:
+    write_space(repo, SPACE)
+    run("git", "add", "-A", cwd=repo)
+    run("git", "commit", "-qm", "space", cwd=repo)
+    return repo
+
+
+def test_bad_input_is_one_line_and_exit_2_before_anything_runs(project):
+    objective = ("--objective", OBJECTIVE)
+    unreachable = one_line_error(catsdogs("tune", "--space", SPACE_FILE, *objective, "--storage",
+                                          "postgresql://tuner:secret@127.0.0.1:9/optuna", cwd=project))
+    assert unreachable.startswith("error: --storage postgresql://tuner:***@127.0.0.1:9/optuna: cannot use this "
+                                  "database: ") and "secret" not in unreachable
+    assert "objective" in one_line_error(catsdogs("tune", "--space", SPACE_FILE, cwd=project))  # no metrics yet
+    assert one_line_error(catsdogs("tune", "--space", SPACE_FILE, *objective, "--jobs", "0", cwd=project)) == (
+        "error: --jobs 0: at least 1")
+    assert "a study's name is part of each trial's experiment name" in one_line_error(
+        catsdogs("tune", "--space", SPACE_FILE, *objective, "--study", "no spaces", cwd=project))
+    # the committed params are the tutorial's: 14.3 GiB a trial, and no machine here has 1,000 times that
+    many = one_line_error(catsdogs("tune", "--space", SPACE_FILE, *objective, "--jobs", "1000", cwd=project))
+    assert many.startswith("error: --jobs 1000: each trial needs about 14.3 GiB at these params "
+                           "(docs/workflows.md#experiments), 1000 need 14300.0 GiB, and ")
+    (project / "notes.py").write_text("print('not in git')\n")
+    untracked = one_line_error(catsdogs("tune", "--space", SPACE_FILE, *objective, cwd=project))
+    assert untracked == ("error: notes.py: not in git, so the queued trials would run without it: `git add` (or "
+                         "commit) it, or remove it, then tune")
+    (project / "notes.py").unlink()
+    # a study started with another space: refused, with how to start a new one
+    storage = link.connect(study_lib.default_url(project))
+    other = space_lib.canonical(space_lib.load(project / SPACE_FILE, params.read_yaml(project / "params.yaml"))) + " "
+    study_lib.open_study(storage, "tiny-search", other, SPACE_FILE,
+                         tune.resolve_objective(project, OBJECTIVE, None), None, None)
+    changed = one_line_error(catsdogs("tune", "--space", SPACE_FILE, *objective, cwd=project))
+    assert changed == (f"error: study 'tiny-search' was started with another search space than {SPACE_FILE} has now: "
+                       "start a new study with --study NEW_NAME, or put back the space it was started with "
+                       "(`catsdogs tune --report --study tiny-search` prints it)")
+    assert run("git", "status", "--porcelain", cwd=project).stdout == ""  # nothing written that git sees
+    assert not list((project / ".dvc" / "tmp").glob("exps/*"))  # and nothing queued
+
+
+# --- real searches ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def searchable(tmp_path_factory) -> Path:
+    """The tiny project with its data cleaned and one model trained (the baseline the trials start from), the
+    space committed: what a user has before `catsdogs tune`."""
+    repo = make_repo(tmp_path_factory.mktemp("tune") / "repo")
+    set_params(repo, TINY_DATA | TINY_TRAINING | {"epochs": EPOCHS})
+    write_space(repo, SPACE)
+    dvc("repro", "train", cwd=repo)
+    run("git", "add", "-A", cwd=repo)
+    run("git", "commit", "-qm", "tiny baseline", cwd=repo)
+    return repo
+
+
+def copy_of(searchable: Path, target: Path) -> Path:
+    shutil.copytree(searchable, target, symlinks=True)
+    dvc("checkout", "--relink", "--with-deps", "train", cwd=target)  # copytree copied each cache link as a file
+    return target
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def finished_at_least(name: str, url: str, count: int):
+    """The study once it has `count` finished trials, else None (also while it is not there yet)."""
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=name, storage=link.connect(url))
+    except KeyError:
+        return None
+    return study if sum(states(study).get(k, 0) for k in study_lib.FINISHED) >= count else None
+
+
+@pytest.mark.slow
+def test_a_trial_worse_than_the_median_is_pruned_before_its_last_epoch(searchable, tmp_path):
+    import optuna
+
+    repo = copy_of(searchable, tmp_path / "repo")
+    set_params(repo, {"epochs": 3})
+    run("git", "commit", "-qam", "three epochs", cwd=repo)
+    # two earlier trials that were perfect at every epoch: the median the next one is judged by
+    space = space_lib.load(repo / SPACE_FILE, params.read_yaml(repo / "params.yaml"))
+    study = study_lib.open_study(link.connect(study_lib.default_url(repo)), "tiny-search", space_lib.canonical(space),
+                                 SPACE_FILE, tune.resolve_objective(repo, OBJECTIVE, None), None, None)
+    for rate in (1e-3, 2e-3):
+        study.add_trial(optuna.trial.create_trial(
+            params={"train.learning_rate": rate}, distributions=space_lib.distributions(space), value=1.0,
+            intermediate_values={1: 1.0, 2: 1.0, 3: 1.0}))
+    done = run(*tuner("--trials", "3", "--startup-trials", "2"), cwd=repo, timeout=600)
+    [trial] = [t for t in load_study(repo, "tiny-search").get_trials() if t.number == 2]
+    assert trial.state.name == "PRUNED", done.stdout
+    assert "trial 2 (tune-tiny-search-2): pruned after epoch 1, at final.val_acc" in done.stdout
+    summary = tune_experiments(repo)["tune-tiny-search-2"]["metrics"]["metrics/train/metrics.json"]["data"]
+    assert summary["pruned"] is True and summary["step"] == 1  # of 3 epochs
+    assert trial.intermediate_values == {1: pytest.approx(summary["final"]["val_acc"], abs=1e-6)}
+    logs = dvc("queue", "logs", "tune-tiny-search-2", cwd=repo).stdout
+    assert "stopped early by the tuner's pruner after epoch 1 of 3" in logs
+    shown = dvc("exp", "show", "--no-pager", "--drop", ".*", "--keep", "Experiment|pruned", cwd=repo).stdout
+    assert any("tune-tiny-search-2" in line and "True" in line for line in shown.splitlines()), shown
+    ranked = catsdogs("best", "--metric", "final.val_acc", cwd=repo)  # the only experiment, and not finished
+    assert "not ranked: tune-tiny-search-2 (pruned)" in ranked.stdout
+    assert one_line_error(ranked) == "error: no finished experiment to rank yet"
+
+
+@pytest.fixture
+def postgres():
+    """A real PostgreSQL server (pgserver's binaries), in a short temporary folder: its socket lives there."""
+    pgserver = pytest.importorskip("pgserver")  # in the dev extra: installed in CI
+    folder = tempfile.mkdtemp(prefix="pg")
+    server = pgserver.get_server(folder, cleanup_mode="stop")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_two_clones_share_one_study_on_postgresql_through_a_kill_and_every_trial_meets_in_one_exp_show(
+        searchable, tmp_path, postgres):
+    """The must-shows in one search, 8 trials: two tuners in two clones share a study on a real PostgreSQL server
+    (one with --jobs 2), the first is killed with SIGKILL once 3 trials have finished and started again; then
+    exactly 8 finished or pruned trials, each run once, and after `dvc exp push`/`pull` all 8 in one
+    `dvc exp show`."""
+    origin = tmp_path / "origin.git"
+    run("git", "clone", "-q", "--bare", str(searchable), str(origin), cwd=tmp_path)
+    clones = [copy_of(searchable, tmp_path / name) for name in ("host-a", "host-b")]
+    for clone in clones:
+        run("git", "remote", "add", "origin", str(origin), cwd=clone)
+    common = ("--trials", "8", "--study", "shared", "--storage", postgres, "--startup-trials", "3")
+    commands = [tuner(*common, "--jobs", "2", "--seed", "0"), tuner(*common, "--jobs", "1", "--seed", "1")]
+
+    def start(i):
+        return subprocess.Popen(commands[i], cwd=clones[i], env=ENV, text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+
+    tuners = [start(0), start(1)]
+    try:
+        study = wait_for(lambda: finished_at_least("shared", postgres, 3), 600, "3 finished trials")
+        tuners[0].send_signal(signal.SIGKILL)
+        killed_output = tuners[0].communicate()[0]
+        left = [t.number for t in study.get_trials() if t.state.name == "RUNNING"
+                and t.user_attrs.get("clone") == study_lib.clone_id(clones[0])]
+        tuners[0] = start(0)  # the same command again
+        outputs = [t.communicate(timeout=900)[0] for t in tuners]
+    finally:
+        for t in tuners:
+            if t.poll() is None:
+                t.kill()
+    assert [t.returncode for t in tuners] == [0, 0], outputs
+    assert left and f"an earlier run left {len(left)} trial(s) of this clone" in outputs[0], (left, outputs)
+
+    study = load_study(clones[0], "shared", postgres)
+    trials = study.get_trials()
+    finished = [t for t in trials if t.state.name in study_lib.FINISHED]
+    assert len(finished) == 8 and not [t for t in trials if t.state.name in ("RUNNING", "WAITING")], \
+        (states(study), killed_output, outputs)
+    by_clone = {clone: {t.user_attrs["experiment"] for t in finished if t.user_attrs["clone"] ==
+                        study_lib.clone_id(clone)} for clone in clones}
+    assert all(by_clone.values()), outputs  # both tuners ran trials
+    for clone in clones:  # each trial ran once, in one clone, as one experiment of its name (each name once)
+        assert set(tune_experiments(clone)) == by_clone[clone], (killed_output, outputs)
+    for output in (killed_output + outputs[0], outputs[1]):
+        queued = [line.split(" queued as ")[1].split(":")[0] for line in output.splitlines() if " queued as " in line]
+        assert len(queued) == len(set(queued)), output
+
+    for trial in finished:  # the study's record is the experiment's: params, value, pruned or not
+        data = tune_experiments(clones[0] if trial.user_attrs["experiment"] in by_clone[clones[0]] else clones[1])[
+            trial.user_attrs["experiment"]]
+        summary = data["metrics"]["metrics/train/metrics.json"]["data"]
+        assert data["params"]["params.yaml"]["data"]["train"]["learning_rate"] == trial.params["train.learning_rate"]
+        if trial.state.name == "COMPLETE":
+            assert summary["final"]["val_acc"] == trial.value and summary["pruned"] is False
+        else:
+            assert summary["pruned"] is True and summary["step"] < EPOCHS
+
+    for clone in clones:
+        dvc("exp", "push", "--no-cache", "--all-commits", "origin", cwd=clone)
+    dvc("exp", "pull", "--no-cache", "--all-commits", "origin", cwd=clones[0])
+    assert set(tune_experiments(clones[0])) == {t.user_attrs["experiment"] for t in finished}
+
+    # the winner by the tuner's objective; pruned trials are never ranked; the figures, git-ignored
+    ranked = catsdogs("best", "--metric", "final.val_acc", cwd=clones[0], check=True).stdout
+    assert all(f"not ranked: {t.user_attrs['experiment']} (pruned)" in ranked for t in finished
+               if t.state.name == "PRUNED"), ranked
+    reported = catsdogs("tune", "--space", SPACE_FILE, "--study", "shared", "--storage", postgres, "--report",
+                        cwd=clones[0], check=True).stdout
+    assert f"best: trial {study.best_trial.number} ({study.best_trial.user_attrs['experiment']})" in reported
+    assert {p.name for p in (clones[0] / "metrics" / "tune").glob("*.png")} >= {
+        "history.png", "importances.png", "parallel_coordinates.png"}
+    assert run("git", "status", "--porcelain", cwd=clones[0]).stdout == ""
