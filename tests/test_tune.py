@@ -229,15 +229,20 @@ def wait_for(condition, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def finished_at_least(name: str, url: str, count: int):
-    """The study once it has `count` finished trials, else None (also while it is not there yet)."""
+def running_after(name: str, url: str, count: int, clone: str) -> list[int]:
+    """Once the study has `count` finished trials: the numbers of `clone`'s trials then queued (or running) in
+    DVC's queue; else [] (also while the study is not there yet)."""
     import optuna
 
     try:
         study = optuna.load_study(study_name=name, storage=link.connect(url))
     except KeyError:
-        return None
-    return study if sum(states(study).get(k, 0) for k in study_lib.FINISHED) >= count else None
+        return []
+    trials = study.get_trials()
+    if sum(t.state.name in study_lib.FINISHED for t in trials) < count:
+        return []
+    return [t.number for t in trials if t.state.name == "RUNNING" and t.user_attrs.get("clone") == clone
+            and t.user_attrs.get("queued")]
 
 
 @pytest.mark.slow
@@ -305,11 +310,11 @@ def test_two_clones_share_one_study_on_postgresql_through_a_kill_and_every_trial
 
     tuners = [start(0), start(1)]
     try:
-        study = wait_for(lambda: finished_at_least("shared", postgres, 3), 600, "3 finished trials")
+        # kill the first tuner once 3 trials have finished and one of its own is queued or running
+        left = wait_for(lambda: running_after("shared", postgres, 3, study_lib.clone_id(clones[0])), 600,
+                        "3 finished trials and one of the first clone's in DVC's queue")
         tuners[0].send_signal(signal.SIGKILL)
         killed_output = tuners[0].communicate()[0]
-        left = [t.number for t in study.get_trials() if t.state.name == "RUNNING"
-                and t.user_attrs.get("clone") == study_lib.clone_id(clones[0])]
         tuners[0] = start(0)  # the same command again
         outputs = [t.communicate(timeout=900)[0] for t in tuners]
     finally:
@@ -317,7 +322,7 @@ def test_two_clones_share_one_study_on_postgresql_through_a_kill_and_every_trial
             if t.poll() is None:
                 t.kill()
     assert [t.returncode for t in tuners] == [0, 0], outputs
-    assert left and f"an earlier run left {len(left)} trial(s) of this clone" in outputs[0], (left, outputs)
+    assert left and "an earlier run left " in outputs[0], (left, outputs)  # and adopted them
 
     study = load_study(clones[0], "shared", postgres)
     trials = study.get_trials()
@@ -327,15 +332,16 @@ def test_two_clones_share_one_study_on_postgresql_through_a_kill_and_every_trial
     by_clone = {clone: {t.user_attrs["experiment"] for t in finished if t.user_attrs["clone"] ==
                         study_lib.clone_id(clone)} for clone in clones}
     assert all(by_clone.values()), outputs  # both tuners ran trials
+    shown = {clone: tune_experiments(clone) for clone in clones}
     for clone in clones:  # each trial ran once, in one clone, as one experiment of its name (each name once)
-        assert set(tune_experiments(clone)) == by_clone[clone], (killed_output, outputs)
+        assert set(shown[clone]) == by_clone[clone], (killed_output, outputs)
     for output in (killed_output + outputs[0], outputs[1]):
         queued = [line.split(" queued as ")[1].split(":")[0] for line in output.splitlines() if " queued as " in line]
         assert len(queued) == len(set(queued)), output
 
     for trial in finished:  # the study's record is the experiment's: params, value, pruned or not
-        data = tune_experiments(clones[0] if trial.user_attrs["experiment"] in by_clone[clones[0]] else clones[1])[
-            trial.user_attrs["experiment"]]
+        name = trial.user_attrs["experiment"]
+        data = shown[clones[0]].get(name) or shown[clones[1]][name]
         summary = data["metrics"]["metrics/train/metrics.json"]["data"]
         assert data["params"]["params.yaml"]["data"]["train"]["learning_rate"] == trial.params["train.learning_rate"]
         if trial.state.name == "COMPLETE":

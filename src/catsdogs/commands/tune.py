@@ -31,6 +31,9 @@ from catsdogs.tuning import link, memory, report, space as space_lib, study as s
 PIPELINE = "dvc.yaml"
 DEFAULT_OBJECTIVE = "final.val_acc"  # the train stage's last validation accuracy: trials need train alone
 POLL_SECONDS = 2.0
+# A trial is asked for, then given its clone (milliseconds later): one still without a clone after this long was
+# asked for by a tuner that died in between, and never ran. Any tuner of the study fails it.
+ORPHAN_SECONDS = 10.0
 # Git-ignored (a study is no revision) and not in dvc.yaml's plots (where a missing folder is an error on every
 # `dvc plots show`): `dvc plots show metrics/tune` shows them.
 REPORT_DIR = Path("metrics") / "tune"
@@ -49,13 +52,13 @@ def run(args) -> int:
     root = Path.cwd()
     if not (root / PIPELINE).is_file():
         raise UserError(f"no {PIPELINE} here: run `catsdogs tune` from the repository's root")
+    name = study_lib.check_name(args.study or Path(args.space).stem)
+    url = args.storage or study_lib.default_url(root)
+    if args.report:  # what the study holds, whatever the space file and params say now
+        return show_report(link.connect(url), name, root / REPORT_DIR)
     base = params.read_yaml(root / params.PARAMS_FILE)
     params.parse(base)
     space = space_lib.load(args.space, base)
-    name = study_lib.check_name(args.study or Path(args.space).stem)
-    url = args.storage or study_lib.default_url(root)
-    if args.report:
-        return show_report(link.connect(url), name, root / REPORT_DIR)
     objective = resolve_objective(root, args.objective, args.direction)
     storage = link.connect(url)
     check_arguments(args)
@@ -257,9 +260,10 @@ class Tuner:
         while True:
             if self.flights:
                 self.collect()
+            running = self.running()
             counts = study_lib.counts(self.study)
             finished = sum(counts.get(state, 0) for state in study_lib.FINISHED)
-            wanted = self.args.trials - finished - counts.get("RUNNING", 0)
+            wanted = self.args.trials - finished - len(running)
             queued = 0
             while wanted > 0 and len(self.flights) < self.args.jobs and not self.timed_out():
                 self.launch()
@@ -268,11 +272,29 @@ class Tuner:
             if queued:
                 self.start_workers()
             if not self.flights:
-                others = counts.get("RUNNING", 0)
-                if others and finished < self.args.trials:
-                    print(f"{others} trial(s) of other clones still running: their tuners tell them")
+                if running and finished < self.args.trials:
+                    print(f"{len(running)} trial(s) of other clones still running: their tuners tell them")
                 return
             time.sleep(POLL_SECONDS)
+
+    def running(self) -> list:
+        """The study's running trials, every clone's; failing on the way those whose tuner died before it gave
+        them a clone (they never ran)."""
+        import datetime
+
+        found = []
+        for trial in self.study.get_trials(deepcopy=False, states=[_state("RUNNING")]):
+            if "clone" in trial.user_attrs:
+                found.append(trial)
+                continue
+            age = (datetime.datetime.now() - trial.datetime_start).total_seconds() if trial.datetime_start else 0
+            if age < ORPHAN_SECONDS:
+                found.append(trial)  # being launched this moment
+                continue
+            with contextlib.suppress(RuntimeError, ValueError):  # another tuner failed it first
+                self.study.tell(trial.number, state=_state("FAIL"))
+                print(f"trial {trial.number} failed: its tuner stopped before it was queued", file=sys.stderr)
+        return found
 
     def start_workers(self) -> None:
         """`dvc queue start -j N`, in this process: only the workers missing are started (a worker stops when
@@ -291,8 +313,8 @@ class Tuner:
     def launch(self) -> None:
         trial = self.study.ask(self.distributions)
         name = study_lib.experiment_name(self.study.study_name, trial.number)
-        for key, value in {"experiment": name, "clone": self.clone, "baseline": self.baseline,
-                           "space": space_lib.fingerprint(self.space)}.items():
+        for key, value in {"clone": self.clone, "experiment": name, "baseline": self.baseline,
+                           "space": space_lib.fingerprint(self.space)}.items():  # the clone first: see running()
             trial.set_user_attr(key, value)
         link.Link(self.url, self.study.study_name, trial._trial_id, trial.number, self.per_epoch, self.args.pruner,
                   self.args.startup_trials).write(self.root, name)
@@ -386,7 +408,7 @@ def print_best(study, objective: str) -> None:
         return
     print(f"best: trial {best.number} ({best.user_attrs.get('experiment')}), {objective} {best.value:.6g}: "
           f"{describe(best.params)}")
-    metric = objective if objective != experiments.DEFAULT_METRIC else None
+    metric = objective.split(":", 1)[-1] if objective != experiments.DEFAULT_METRIC else None  # best resolves a key
     print(f"bring it into the workspace: catsdogs best{f' --metric {metric}' if metric else ''} --apply "
           f"(or dvc exp apply {best.user_attrs.get('experiment')})")
 

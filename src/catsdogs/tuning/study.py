@@ -44,7 +44,7 @@ class Objective:
     def per_epoch(self, epoch_metrics) -> str | None:
         """The train stage's per-epoch metric that tracks it (final.val_acc: val_acc), for pruning; None if none."""
         head, _, metric = self.key.partition(".")
-        return metric if head == "final" and metric in epoch_metrics else None
+        return metric if self.stage == "train" and head == "final" and metric in epoch_metrics else None
 
 
 def check_name(study: str) -> str:
