@@ -31,6 +31,7 @@ from catsdogs.tuning import link, memory, report, space as space_lib, study as s
 PIPELINE = "dvc.yaml"
 DEFAULT_OBJECTIVE = "final.val_acc"  # the train stage's last validation accuracy: trials need train alone
 POLL_SECONDS = 2.0
+LOCK_TRIES = 8  # `dvc exp run --queue` refuses at once while a worker holds DVC's experiments lock: wait and retry
 # A trial is asked for, then given its clone (milliseconds later): one still without a clone after this long was
 # asked for by a tuner that died in between, and never ran. Any tuner of the study fails it.
 ORPHAN_SECONDS = 10.0
@@ -122,14 +123,18 @@ def resolve_objective(root: Path, given: str, direction: str | None) -> study_li
     path, key = full.split(":", 1)
     if path not in files:
         raise UserError(f"--objective {given}: {path} is not one of dvc.yaml's metrics files ({', '.join(files)})")
-    stage = next((name for name, s in declared["stages"].items() for out in s.get("outs") or []
-                  if path == (o := next(iter(out)) if isinstance(out, dict) else out) or path.startswith(o + "/")),
-                 None)
+    stage = next((name for name in declared["stages"] for out in outputs(declared, name)
+                  if path == out or path.startswith(out + "/")), None)
     if stage is None:
         raise UserError(f"--objective {given}: no stage of dvc.yaml writes {path}")
     if direction is None:
         direction = "minimize" if experiments.lower_is_better(full) else "maximize"
     return study_lib.Objective(path, key, direction, stage)
+
+
+def outputs(declared: dict, stage: str) -> list[str]:
+    """The paths dvc.yaml's `stage` writes."""
+    return [next(iter(out)) if isinstance(out, dict) else out for out in declared["stages"][stage].get("outs") or []]
 
 
 def git(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -153,9 +158,11 @@ def check_workspace(root: Path) -> None:
 def check_memory(jobs: int, base: dict, space: dict, root: Path) -> None:
     import psutil
 
-    try:
-        images = json.loads((root / "metrics" / "filter.json").read_text(encoding="utf-8"))["kept"]
-    except (FileNotFoundError, KeyError, json.JSONDecodeError):
+    declared = pipeline(root)
+    counts = [out for out in outputs(declared, "filter") if out in (declared.get("metrics") or [])]
+    try:  # the images the filter kept, as its metrics file says (none yet: the runtime and the model alone)
+        images = json.loads((root / counts[0]).read_text(encoding="utf-8"))["kept"]
+    except (IndexError, FileNotFoundError, KeyError, TypeError, json.JSONDecodeError):
         images = 0
     each = memory.worker_bytes(memory.largest(base, space), images)
     available = psutil.virtual_memory().available
@@ -196,7 +203,6 @@ class Tuner:
         self.distributions = space_lib.distributions(space)
         self.flights: dict[int, Flight] = {}
         self.started = time.monotonic()
-        self.asked = 0
 
     # --- what DVC knows of each experiment ---------------------------------------------------------------
 
@@ -320,11 +326,15 @@ class Tuner:
                   self.args.startup_trials).write(self.root, name)
         overrides = [arg for key, value in trial.params.items() for arg in ("-S", space_lib.override(key, value))]
         message = f"catsdogs tune: study {self.study.study_name}, trial {trial.number}"
-        try:
-            dvc(self.root, "exp", "run", "--queue", "-n", name, "-m", message, *overrides, self.objective.stage)
-        except UserError as exc:
-            self.study.tell(trial.number, state=_state("FAIL"))
-            raise UserError(f"trial {trial.number}: could not queue it: {exc}") from None
+        for attempt in range(1, LOCK_TRIES + 1):
+            try:
+                dvc(self.root, "exp", "run", "--queue", "-n", name, "-m", message, *overrides, self.objective.stage)
+                break
+            except UserError as exc:
+                if "lock" not in str(exc) or attempt == LOCK_TRIES:
+                    self.study.tell(trial.number, state=_state("FAIL"))
+                    raise UserError(f"trial {trial.number}: could not queue it: {exc}") from None
+                time.sleep(attempt)  # a queue worker saving a finished experiment holds DVC's lock for a moment
         trial.set_user_attr("queued", True)
         self.flights[trial.number] = Flight(trial.number, name, dict(trial.params))
         print(f"trial {trial.number} queued as {name}: {describe(trial.params)}", flush=True)
