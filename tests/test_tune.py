@@ -364,3 +364,32 @@ def test_two_clones_share_one_study_on_postgresql_through_a_kill_and_every_trial
     assert {p.name for p in (clones[0] / "metrics" / "tune").glob("*.png")} >= {
         "history.png", "importances.png", "parallel_coordinates.png"}
     assert run("git", "status", "--porcelain", cwd=clones[0]).stdout == ""
+
+
+def test_queueing_a_trial_waits_while_a_queue_worker_holds_dvcs_lock(project):
+    """`dvc exp run --queue` refuses at once while another DVC process holds the experiments' lock (a queue worker
+    saving a finished experiment): the tuner waits and tries again instead of failing the trial."""
+    import argparse
+    import threading
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    lock = project / ".dvc" / "tmp" / "exps" / "rwlock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(json.dumps({"write": {"workspace": {"pid": holder.pid, "cmd": "dvc exp queue-worker"}},
+                                "read": {}}))
+    threading.Timer(5, lambda: (holder.kill(), holder.wait())).start()  # the worker ends: DVC drops its claim
+    try:
+        space = space_lib.load(project / SPACE_FILE, params.read_yaml(project / "params.yaml"))
+        objective = tune.resolve_objective(project, OBJECTIVE, None)
+        url = study_lib.default_url(project)
+        study = study_lib.open_study(link.connect(url), "tiny-search", space_lib.canonical(space), SPACE_FILE,
+                                     objective, None, None)
+        options = argparse.Namespace(pruner="median", startup_trials=5, jobs=1, trials=1, timeout=None,
+                                     retry_failed=False)
+        started = time.monotonic()
+        tune.Tuner(project, study, space, objective, url, options, "val_acc").launch()
+        assert time.monotonic() - started > 5  # it waited for the lock (DVC starts in well under 5 s)
+    finally:
+        holder.kill()
+    assert "tune-tiny-search-0" in dvc("queue", "status", cwd=project).stdout  # queued, not failed
+    assert states(load_study(project, "tiny-search")) == {"RUNNING": 1}
