@@ -6,6 +6,7 @@ started again."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -393,3 +394,16 @@ def test_queueing_a_trial_waits_while_a_queue_worker_holds_dvcs_lock(project):
         holder.kill()
     assert "tune-tiny-search-0" in dvc("queue", "status", cwd=project).stdout  # queued, not failed
     assert states(load_study(project, "tiny-search")) == {"RUNNING": 1}
+
+
+def test_a_trial_dvc_calls_running_counts_as_alive_only_with_a_live_process_behind_it():
+    """DVC's queue can count a task as running after the worker that took it stopped (the tuner then fails the
+    trial after tune.STALL_SECONDS): what DVC records of the process decides."""
+    from dvc_task.proc.process import ProcessInfo
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert tune.alive(ProcessInfo(os.getpid(), None, None, None, None))
+    assert tune.alive(ProcessInfo(gone.pid, None, None, None, 0))  # ended normally: being collected
+    assert not tune.alive(ProcessInfo(gone.pid, None, None, None, None))  # died without a return code
+    assert not tune.alive(None)  # taken by a worker, never started

@@ -35,6 +35,7 @@ LOCK_TRIES = 8  # `dvc exp run --queue` refuses at once while a worker holds DVC
 # A trial is asked for, then given its clone (milliseconds later): one still without a clone after this long was
 # asked for by a tuner that died in between, and never ran. Any tuner of the study fails it.
 ORPHAN_SECONDS = 10.0
+STALL_SECONDS = 60.0  # running in DVC's queue with no process behind it for this long: lost by the queue
 # Git-ignored (a study is no revision) and not in dvc.yaml's plots (where a missing folder is an error on every
 # `dvc plots show`): `dvc plots show metrics/tune` shows them.
 REPORT_DIR = Path("metrics") / "tune"
@@ -203,6 +204,8 @@ class Tuner:
         self.distributions = space_lib.distributions(space)
         self.flights: dict[int, Flight] = {}
         self.started = time.monotonic()
+        self.workers_at = -math.inf  # when workers were last started
+        self.stalled: dict[int, float] = {}  # trial number: since when DVC says running with no process
 
     # --- what DVC knows of each experiment ---------------------------------------------------------------
 
@@ -217,7 +220,7 @@ class Tuner:
             for entry in queue.iter_queued():
                 found[entry.name] = "queued"
             for entry in queue.iter_active():
-                found[entry.name] = "running"
+                found[entry.name] = "running" if alive(queue.proc.get(entry.stash_rev)) else "stalled"
             with contextlib.suppress(Exception):  # a done entry whose record is damaged: its ref decides below
                 for done in queue.iter_done():
                     result = done.result
@@ -247,7 +250,7 @@ class Tuner:
             name = trial.user_attrs.get("experiment", study_lib.experiment_name(self.study.study_name, trial.number))
             state = states.get(name, "lost")
             flight = Flight(trial.number, name, dict(trial.params))
-            if state in ("queued", "running"):
+            if state in ("queued", "running", "stalled"):  # stalled: decided by collect(), after STALL_SECONDS
                 self.flights[trial.number] = flight
                 adopted += 1
             elif state == "success":
@@ -312,6 +315,7 @@ class Tuner:
         logging.getLogger("kombu").setLevel(logging.ERROR)  # "No hostname was supplied": DVC's queue is local
         with Repo(str(self.root)) as repo:
             repo.experiments.celery_queue.start_workers(self.args.jobs)
+        self.workers_at = time.monotonic()
 
     def timed_out(self) -> bool:
         return self.args.timeout is not None and time.monotonic() - self.started >= self.args.timeout
@@ -341,12 +345,21 @@ class Tuner:
 
     def collect(self) -> None:
         states = self.states()
+        now = time.monotonic()
         for number, flight in list(self.flights.items()):
             state = states.get(flight.name, "lost")
+            if state != "stalled":
+                self.stalled.pop(number, None)
             if state == "success":
                 self.finish(flight)
             elif state in ("failed", "lost"):
                 self.fail(flight, "its run failed" if state == "failed" else "its run is gone from DVC's queue")
+            elif state == "stalled" and now - self.stalled.setdefault(number, now) > STALL_SECONDS:
+                # DVC's workers stop when the queue looks empty, and one's stop can take down another that has
+                # just taken a task: the task then counts as running with no process behind it, for ever
+                self.fail(flight, "DVC's queue took it but no process runs it (its queue worker stopped)")
+        if any(states.get(f.name) == "queued" for f in self.flights.values()) and now - self.workers_at > 10:
+            self.start_workers()  # queued with no worker left (they stop when the queue looks empty)
 
     def metrics(self, ref: str, path: str) -> dict:
         shown = git(self.root, "show", f"{ref}:{path}", check=False)
@@ -397,6 +410,21 @@ class Tuner:
               f"{counts.get('PRUNED', 0)} pruned), {counts.get('FAIL', 0)} failed")
         print_best(self.study, self.objective.name)
         return 0
+
+
+def alive(info) -> bool:
+    """Whether DVC's record of an experiment's process (dvc_task's ProcessInfo) is a process still running, or one
+    that ended normally and is being collected."""
+    if info is None:
+        return False
+    if info.returncode is not None:
+        return True
+    import psutil
+
+    try:
+        return psutil.Process(info.pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def describe(values: dict) -> str:
