@@ -60,10 +60,13 @@ def states(study) -> dict[str, int]:
 
 
 def tune_experiments(repo: Path) -> dict[str, dict]:
-    """{name: its data in `dvc exp show --json`} for every experiment named tune-..."""
+    """{name: its data in `dvc exp show --json`} for every finished experiment named tune-... (not a queue entry
+    that DVC still lists as queued or running)"""
     found = {}
     for baseline in json.loads(dvc("exp", "show", "--json", cwd=repo).stdout):
         for exp_range in baseline.get("experiments") or []:
+            if ((exp_range.get("executor") or {}).get("state") or "success") != "success":
+                continue
             for rev in exp_range.get("revs") or []:
                 name = rev.get("name") or exp_range.get("name")
                 if name and name.startswith(link.EXPERIMENT_PREFIX):
