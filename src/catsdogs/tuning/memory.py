@@ -9,7 +9,7 @@ pixels and the widths.
 
 from __future__ import annotations
 
-from catsdogs.tuning.space import Choices, with_value
+from catsdogs.tuning.space import values_to_check, with_value
 
 GIB = 2**30
 RUNTIME = 1.0 * GIB  # DVC's worker and exec-run, and a stage's Python, TensorFlow and Keras
@@ -34,8 +34,7 @@ def largest(p: dict, space: dict) -> dict:
     for key, entry in space.items():
         if key.split(".")[0] not in ("data", "model"):
             continue
-        values = list(entry.choices) if isinstance(entry, Choices) else [entry.high]
-        numeric = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        numeric = [v for v in values_to_check(entry) if isinstance(v, (int, float)) and not isinstance(v, bool)]
         if numeric:
             p = with_value(p, key, max(numeric))
     return p
