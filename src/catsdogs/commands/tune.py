@@ -209,9 +209,9 @@ class Tuner:
 
     # --- what DVC knows of each experiment ---------------------------------------------------------------
 
-    def states(self) -> dict[str, str]:
+    def states(self, refs: dict[str, str]) -> dict[str, str]:
         """{experiment name: queued, running, success or failed} for the trials in DVC's queue, and success for
-        every experiment saved under this clone's refs (also after `dvc queue remove`)."""
+        every experiment in `refs` (this clone's saved experiments: also after `dvc queue remove`)."""
         from dvc.repo import Repo
 
         found = {}
@@ -225,7 +225,7 @@ class Tuner:
                 for done in queue.iter_done():
                     result = done.result
                     found[done.entry.name] = "success" if result and result.exp_hash and result.ref_info else "failed"
-        for name in self.refs():
+        for name in refs:
             found[name] = "success"
         return found
 
@@ -244,7 +244,8 @@ class Tuner:
                 if t.user_attrs.get("clone") == self.clone]
         if not mine:
             return
-        states = self.states()
+        refs = self.refs()
+        states = self.states(refs)
         adopted = told = failed = 0
         for trial in mine:
             name = trial.user_attrs.get("experiment", study_lib.experiment_name(self.study.study_name, trial.number))
@@ -254,7 +255,7 @@ class Tuner:
                 self.flights[trial.number] = flight
                 adopted += 1
             elif state == "success":
-                self.finish(flight)
+                self.finish(flight, refs.get(flight.name))
                 told += 1
             else:
                 self.fail(flight, "its run failed" if state == "failed" else "it was never queued (the tuner stopped "
@@ -344,14 +345,15 @@ class Tuner:
         print(f"trial {trial.number} queued as {name}: {describe(trial.params)}", flush=True)
 
     def collect(self) -> None:
-        states = self.states()
+        refs = self.refs()
+        states = self.states(refs)
         now = time.monotonic()
         for number, flight in list(self.flights.items()):
             state = states.get(flight.name, "lost")
             if state != "stalled":
                 self.stalled.pop(number, None)
             if state == "success":
-                self.finish(flight)
+                self.finish(flight, refs.get(flight.name))
             elif state in ("failed", "lost"):
                 self.fail(flight, "its run failed" if state == "failed" else "its run is gone from DVC's queue")
             elif state == "stalled" and now - self.stalled.setdefault(number, now) > STALL_SECONDS:
@@ -368,8 +370,7 @@ class Tuner:
         except json.JSONDecodeError:
             return {}
 
-    def finish(self, flight: Flight) -> None:
-        ref = self.refs().get(flight.name)
+    def finish(self, flight: Flight, ref: str | None) -> None:
         found = self.metrics(ref, self.objective.path) if ref else {}
         value = experiments.flatten(found).get(self.objective.key)
         pruned = self.per_epoch is not None and found.get(history.PRUNED) is True
