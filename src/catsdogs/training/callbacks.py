@@ -256,7 +256,8 @@ class TrialReports(keras.callbacks.Callback):
         self.trial = trial
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.trial.report(history.epoch_number(epoch), float(logs[self.trial.metric])):
+        number = history.epoch_number(epoch)
+        if self.trial.report(number, float(logs[self.trial.metric]), last=number >= self.params["epochs"]):
             self.model.stop_training = True
 
 

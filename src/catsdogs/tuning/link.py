@@ -8,6 +8,8 @@ finds the link. No link (every run that is not a trial): nothing is reported and
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -24,6 +26,7 @@ TUNE_DIR = Path(".dvc") / "tmp" / "tune"  # the tuner's files, inside the reposi
 LINKS = TUNE_DIR / "trials"  # one file per queued trial, named after its experiment
 EXPERIMENT_PREFIX = "tune-"  # a trial's experiment: tune-<study>-<number>
 PRUNERS = ("median", "none")
+ADVISORY_LOCK = 0x6361_7473_646F_6773 >> 1  # "catsdogs" as a bigint: the key of the lock connect() holds
 
 
 def quiet_optuna() -> None:
@@ -58,10 +61,35 @@ def connect(url: str):
     elif url.startswith(("postgresql://", "postgresql+psycopg://")):
         engine_kwargs = {"connect_args": {"connect_timeout": 10}}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=None)
+        with one_at_a_time(url, engine_kwargs):
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=None)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
         reason = first_line(getattr(exc, "orig", None) or exc)
         raise UserError(f"--storage {redacted(url)}: cannot use this database: {reason}") from None
+
+
+@contextlib.contextmanager
+def one_at_a_time(url: str, engine_kwargs: dict):
+    """Optuna makes a new database's tables with no lock of its own (optuna/optuna#1092): two tuners starting at
+    once on a new database, as two hosts of one study do, fail with "duplicate key value violates unique
+    constraint". So each holds the database's lock while it opens the storage: a PostgreSQL advisory lock
+    (held by the session, gone with it if the process dies), or a lock file beside a SQLite database."""
+    if url.startswith("sqlite:///"):
+        with open(url.removeprefix("sqlite:///") + ".lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when closed, or when the process ends
+            yield
+    elif url.startswith("postgresql"):
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, **engine_kwargs)
+        try:
+            with engine.connect() as session:
+                session.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": ADVISORY_LOCK})
+                yield  # the session's end releases the lock
+        finally:
+            engine.dispose()
+    else:
+        yield
 
 
 @dataclass(frozen=True)
@@ -99,7 +127,8 @@ def pruner(name: str, startup: int):
 
 
 class Trial:
-    """One trial's reports: `report(epoch, value)` is True when the pruner says stop."""
+    """One trial's reports: `report(epoch, value, last)` is True when the pruner says stop. After the last epoch
+    it is never asked: a trial that ran every epoch is finished, and its value ranks with the others."""
 
     def __init__(self, link: Link, experiment: str):
         self.link, self.experiment = link, experiment
@@ -118,13 +147,13 @@ class Trial:
             self._trial = optuna.Trial(study, self.link.trial_id)
         return self._trial
 
-    def report(self, epoch: int, value: float) -> bool:
+    def report(self, epoch: int, value: float, last: bool = False) -> bool:
         import optuna
 
         try:
             trial = self._optuna_trial()
             trial.report(value, epoch)
-            stop = trial.should_prune()
+            stop = not last and bool(trial.should_prune())  # Optuna's is numpy's bool
         except (optuna.exceptions.OptunaError, RuntimeError, ValueError) as exc:
             log.warning("trial %d of study %s: could not report epoch %d (%s); training goes on",
                         self.link.number, self.link.study, epoch, exc)
