@@ -422,6 +422,31 @@ def test_two_clones_share_one_study_on_postgresql_through_a_kill_and_every_trial
     assert run("git", "status", "--porcelain", cwd=clones[0]).stdout == ""
 
 
+@pytest.mark.slow
+def test_a_trial_killed_in_dvcs_queue_fails_and_with_retry_failed_runs_again_with_its_params(searchable, tmp_path):
+    """`dvc queue kill` on a running trial (what a user does to stop one, and what a dead run looks like to the
+    tuner): the trial is failed, and with --retry-failed its params are asked for once more, as a new trial."""
+    repo = copy_of(searchable, tmp_path / "repo")
+    search = subprocess.Popen(tuner("--trials", "1", "--retry-failed"), cwd=repo, env=ENV, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        logs = ("queue", "logs", "tune-tiny-search-0")  # none until a worker takes it
+        wait_for(lambda: "Running stage 'train'" in dvc(*logs, cwd=repo, check=False).stdout, 300,
+                 "trial 0's train stage to start in DVC's queue", [search])
+        dvc("queue", "kill", "tune-tiny-search-0", cwd=repo)
+        output = search.communicate(timeout=600)[0]
+    finally:
+        if search.poll() is None:
+            search.kill()
+    assert search.returncode == 0, output
+    assert ("trial 0 (tune-tiny-search-0) failed: its run failed; `dvc queue logs tune-tiny-search-0` shows its "
+            "output; its params are queued again (--retry-failed)") in output
+    killed, again = load_study(repo, "tiny-search").get_trials()
+    assert killed.state.name == "FAIL" and again.state.name == "COMPLETE", output
+    assert again.params == killed.params and again.user_attrs["retry_of"] == 0
+    assert set(tune_experiments(repo)) == {"tune-tiny-search-1"}  # the killed one saved nothing
+
+
 def test_queueing_a_trial_waits_while_a_queue_worker_holds_dvcs_lock(project):
     """`dvc exp run --queue` refuses at once while another DVC process holds the experiments' lock (a queue worker
     saving a finished experiment): the tuner waits and tries again instead of failing the trial."""
