@@ -425,10 +425,13 @@ def test_two_clones_share_one_study_on_postgresql_through_a_kill_and_every_trial
 @pytest.mark.slow
 def test_a_trial_killed_in_dvcs_queue_fails_and_with_retry_failed_runs_again_with_its_params(searchable, tmp_path):
     """`dvc queue kill` on a running trial (what a user does to stop one, and what a dead run looks like to the
-    tuner): the trial is failed, and with --retry-failed its params are asked for once more, as a new trial."""
+    tuner): the trial is failed, and with --retry-failed its params are asked for once more, as a new trial. The
+    tuner runs as `.venv/bin/catsdogs tune` does without the environment activated: no `dvc` or `python` of it on
+    PATH, which the queue workers and the stages need."""
     repo = copy_of(searchable, tmp_path / "repo")
-    search = subprocess.Popen(tuner("--trials", "1", "--retry-failed"), cwd=repo, env=ENV, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert shutil.which("dvc", path=os.defpath) is None  # else this would not show it
+    search = subprocess.Popen(tuner("--trials", "1", "--retry-failed"), cwd=repo, env=dict(ENV, PATH=os.defpath),
+                              text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         logs = ("queue", "logs", "tune-tiny-search-0")  # none until a worker takes it
         wait_for(lambda: "Running stage 'train'" in dvc(*logs, cwd=repo, check=False).stdout, 300,

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from catsdogs import backend, params
+from catsdogs.commands import experiments
 from catsdogs.errors import UserError
 
 
@@ -55,8 +56,7 @@ def run(config: str, extra_args: list[str]) -> int:
     base = params.read_yaml(params.PARAMS_FILE)
     params.parse(merge(base, tree) if isinstance(base, dict) else base, f"{params.PARAMS_FILE} with {path}")
 
-    # Stages run `python -m catsdogs...`: make that the interpreter this command runs in.
-    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    env = dict(os.environ, PATH=experiments.this_python_first(os.environ.get("PATH")))
     command = [sys.executable, "-m", "dvc", "exp", "run"]
     for assignment in overrides(tree):
         command += ["-S", assignment]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -17,6 +18,13 @@ from pathlib import Path
 
 from catsdogs import history
 from catsdogs.errors import UserError
+
+
+def this_python_first(path: str | None) -> str:
+    """PATH with this interpreter's folder first. Stages run `python -m catsdogs...` and DVC's queue starts its
+    workers as `dvc`: both must be this environment's, whether or not the user activated it."""
+    return os.pathsep.join([str(Path(sys.executable).parent), path or ""])
+
 
 DEFAULT_METRIC = "metrics/metrics.json:accuracy"  # the evaluate stage's validation accuracy
 TIE_BREAK = "metrics/metrics.json:loss"  # then the lower validation loss, then the name

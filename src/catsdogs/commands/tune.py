@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -74,6 +75,7 @@ def run(args) -> int:
     if args.pruner != "none" and per_epoch is None:
         print(f"pruning off: {objective.name} has no per-epoch history to judge a trial by before it ends "
               "(the train stage's final.* metrics have)")
+    os.environ["PATH"] = experiments.this_python_first(os.environ.get("PATH"))  # for the queue workers it starts
     with exclusive(root, name):
         tuner = Tuner(root, study, space, objective, url, args, per_epoch)
         print(f"study {name} in {link.redacted(url)}: {args.trials} finished trials wanted, {args.jobs} at a time, "
