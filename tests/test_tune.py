@@ -450,10 +450,27 @@ def test_a_trial_killed_in_dvcs_queue_fails_and_with_retry_failed_runs_again_wit
     assert set(tune_experiments(repo)) == {"tune-tiny-search-1"}  # the killed one saved nothing
 
 
+def a_tuner(project: Path) -> tune.Tuner:
+    """The tuner of `catsdogs tune --space SPACE_FILE --trials 1` in `project`, its study opened, nothing queued."""
+    import argparse
+
+    space = space_lib.load(project / SPACE_FILE, params.read_yaml(project / "params.yaml"))
+    objective = tune.resolve_objective(project, OBJECTIVE, None)
+    url = study_lib.default_url(project)
+    study = study_lib.open_study(link.connect(url), "tiny-search", space_lib.canonical(space), SPACE_FILE, objective,
+                                 None, None)
+    options = argparse.Namespace(pruner="median", startup_trials=5, jobs=1, trials=1, timeout=None, retry_failed=False)
+    return tune.Tuner(project, study, space, objective, url, options, "val_acc")
+
+
+def queue_status(project: Path) -> list[str]:
+    """`dvc queue status`'s rows of tuning trials."""
+    return [line for line in dvc("queue", "status", cwd=project).stdout.splitlines() if link.EXPERIMENT_PREFIX in line]
+
+
 def test_queueing_a_trial_waits_while_a_queue_worker_holds_dvcs_lock(project):
     """`dvc exp run --queue` refuses at once while another DVC process holds the experiments' lock (a queue worker
     saving a finished experiment): the tuner waits and tries again instead of failing the trial."""
-    import argparse
     import threading
 
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
@@ -463,20 +480,57 @@ def test_queueing_a_trial_waits_while_a_queue_worker_holds_dvcs_lock(project):
                                 "read": {}}))
     threading.Timer(5, lambda: (holder.kill(), holder.wait())).start()  # the worker ends: DVC drops its claim
     try:
-        space = space_lib.load(project / SPACE_FILE, params.read_yaml(project / "params.yaml"))
-        objective = tune.resolve_objective(project, OBJECTIVE, None)
-        url = study_lib.default_url(project)
-        study = study_lib.open_study(link.connect(url), "tiny-search", space_lib.canonical(space), SPACE_FILE,
-                                     objective, None, None)
-        options = argparse.Namespace(pruner="median", startup_trials=5, jobs=1, trials=1, timeout=None,
-                                     retry_failed=False)
+        searcher = a_tuner(project)
         started = time.monotonic()
-        tune.Tuner(project, study, space, objective, url, options, "val_acc").launch()
+        searcher.launch()
         assert time.monotonic() - started > 5  # it waited for the lock (DVC starts in well under 5 s)
     finally:
         holder.kill()
-    assert "tune-tiny-search-0" in dvc("queue", "status", cwd=project).stdout  # queued, not failed
+    assert "tune-tiny-search-0" in queue_status(project)[0]  # queued, not failed
     assert states(load_study(project, "tiny-search")) == {"RUNNING": 1}
+
+
+def test_a_trial_a_stopping_worker_took_but_never_ran_is_queued_again_and_dvc_exp_show_works(project, monkeypatch):
+    """A DVC queue worker stopping just as it takes a task (they stop when the queue looks empty; seen in CI) leaves
+    the task counted as running for ever, with no process and no record of a run, on which `dvc exp show` fails.
+    The tuner marks it failed in DVC's queue, removes it, and queues the same trial again under its name: it never
+    ran, so nothing runs twice. At once when no queue worker is left; while one lives, after tune.STALL_SECONDS."""
+    from dvc.repo import Repo
+
+    def taken_by_a_worker() -> Path:
+        """What DVC's broker does as a worker takes the task: its message moves; the queue's folder."""
+        with Repo(str(project)) as repo:
+            queue = repo.experiments.celery_queue
+            with queue.celery.connection_for_read() as connection, connection.channel() as channel:
+                [message] = os.listdir(channel.data_folder_in)
+                shutil.move(os.path.join(channel.data_folder_in, message), channel.processed_folder)
+            return Path(queue.wdir)
+
+    def queued_again() -> None:
+        [row] = queue_status(project)
+        assert "tune-tiny-search-0" in row and "Queued" in row
+        assert dvc("exp", "show", "--json", cwd=project).stdout
+        assert list(searcher.flights) == [0] and states(load_study(project, "tiny-search")) == {"RUNNING": 1}
+
+    searcher = a_tuner(project)
+    searcher.launch()
+    taken_by_a_worker()
+    assert "Running" in queue_status(project)[0]
+    assert dvc("exp", "show", "--json", cwd=project, check=False).returncode != 0  # DVC's own failure, shown
+    searcher.collect()  # no queue worker left: nobody will ever run it
+    queued_again()
+
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:  # a live worker, as dvc_task records it: it may be setting the run up, so the tuner waits
+        (taken_by_a_worker() / "dvc-exp-worker-1.json").write_text(json.dumps(
+            {"pid": worker.pid, "stdin": None, "stdout": None, "stderr": None, "returncode": None}))
+        searcher.collect()
+        assert "Running" in queue_status(project)[0]
+        monkeypatch.setattr(tune, "STALL_SECONDS", -1.0)  # a minute later
+        searcher.collect()
+        queued_again()
+    finally:
+        worker.kill()
 
 
 def test_a_trial_dvc_calls_running_counts_as_alive_only_with_a_live_process_behind_it():

@@ -36,7 +36,11 @@ LOCK_TRIES = 8  # `dvc exp run --queue` refuses at once while a worker holds DVC
 # A trial is asked for, then given its clone (milliseconds later): one still without a clone after this long was
 # asked for by a tuner that died in between, and never ran. Any tuner of the study fails it.
 ORPHAN_SECONDS = 10.0
-STALL_SECONDS = 60.0  # running in DVC's queue with no process behind it for this long: lost by the queue
+# Running in DVC's queue with no process behind it for this long (while a queue worker lives; with none, at once):
+# lost by the queue. DVC's queue workers stop when the queue looks empty, and one stopping can take with it a task
+# it has just received: the task then counts as running for ever, with no process (and no record of a run, which
+# breaks `dvc exp show` until it is marked failed).
+STALL_SECONDS = 60.0
 # Git-ignored (a study is no revision) and not in dvc.yaml's plots (where a missing folder is an error on every
 # `dvc plots show`): `dvc plots show metrics/tune` shows them.
 REPORT_DIR = Path("metrics") / "tune"
@@ -213,20 +217,25 @@ class Tuner:
 
     def states(self, refs: dict[str, str]) -> dict[str, str]:
         """{experiment name: queued, running, success or failed} for the trials in DVC's queue, and success for
-        every experiment in `refs` (this clone's saved experiments: also after `dvc queue remove`)."""
+        every experiment in `refs` (this clone's saved experiments: also after `dvc queue remove`). A trial that DVC
+        counts as running with no live process is "taken" (by a worker, its run not started yet), "dropped" (taken,
+        and no queue worker is left to start it) or "dead" (its run ended without a result)."""
         from dvc.repo import Repo
 
         found = {}
         with Repo(str(self.root)) as repo:
             queue = repo.experiments.celery_queue
-            for entry in queue.iter_queued():
-                found[entry.name] = "queued"
-            for entry in queue.iter_active():
-                found[entry.name] = "running" if alive(queue.proc.get(entry.stash_rev)) else "stalled"
+            workers = any_alive(Path(queue.wdir).glob("dvc-exp-worker-*.json"))  # dvc_task's record of each
             with contextlib.suppress(Exception):  # a done entry whose record is damaged: its ref decides below
                 for done in queue.iter_done():
                     result = done.result
                     found[done.entry.name] = "success" if result and result.exp_hash and result.ref_info else "failed"
+            for entry in queue.iter_active():  # after the done ones: a trial queued again outranks its lost entry
+                info = queue.proc.get(entry.stash_rev)
+                found[entry.name] = ("running" if alive(info) else "dead" if info is not None else
+                                     "taken" if workers else "dropped")
+            for entry in queue.iter_queued():
+                found[entry.name] = "queued"
         for name in refs:
             found[name] = "success"
         return found
@@ -253,7 +262,7 @@ class Tuner:
             name = trial.user_attrs.get("experiment", study_lib.experiment_name(self.study.study_name, trial.number))
             state = states.get(name, "lost")
             flight = Flight(trial.number, name, dict(trial.params))
-            if state in ("queued", "running", "stalled"):  # stalled: decided by collect(), after STALL_SECONDS
+            if state in ("queued", "running", "taken", "dropped", "dead"):  # the last three: decided by collect()
                 self.flights[trial.number] = flight
                 adopted += 1
             elif state == "success":
@@ -331,20 +340,42 @@ class Tuner:
             trial.set_user_attr(key, value)
         link.Link(self.url, self.study.study_name, trial._trial_id, trial.number, self.per_epoch, self.args.pruner,
                   self.args.startup_trials).write(self.root, name)
-        overrides = [arg for key, value in trial.params.items() for arg in ("-S", space_lib.override(key, value))]
-        message = f"catsdogs tune: study {self.study.study_name}, trial {trial.number}"
+        flight = Flight(trial.number, name, dict(trial.params))
+        self.enqueue(flight)
+        trial.set_user_attr("queued", True)
+        print(f"trial {trial.number} queued as {name}: {describe(trial.params)}", flush=True)
+
+    def enqueue(self, flight: Flight) -> None:
+        """`dvc exp run --queue` for the trial, under its name; a trial that cannot be queued is failed."""
+        overrides = [arg for key, value in flight.params.items() for arg in ("-S", space_lib.override(key, value))]
+        message = f"catsdogs tune: study {self.study.study_name}, trial {flight.number}"
         for attempt in range(1, LOCK_TRIES + 1):
             try:
-                dvc(self.root, "exp", "run", "--queue", "-n", name, "-m", message, *overrides, self.objective.stage)
+                dvc(self.root, "exp", "run", "--queue", "-n", flight.name, "-m", message, *overrides,
+                    self.objective.stage)
                 break
             except UserError as exc:
                 if "lock" not in str(exc) or attempt == LOCK_TRIES:
-                    self.study.tell(trial.number, state=_state("FAIL"))
-                    raise UserError(f"trial {trial.number}: could not queue it: {exc}") from None
+                    self.study.tell(flight.number, state=_state("FAIL"))
+                    raise UserError(f"trial {flight.number}: could not queue it: {exc}") from None
                 time.sleep(attempt)  # a queue worker saving a finished experiment holds DVC's lock for a moment
-        trial.set_user_attr("queued", True)
-        self.flights[trial.number] = Flight(trial.number, name, dict(trial.params))
-        print(f"trial {trial.number} queued as {name}: {describe(trial.params)}", flush=True)
+        self.flights[flight.number] = flight
+
+    def release(self, name: str, drop: bool) -> None:
+        """Mark a task DVC's queue lost as failed, as `dvc queue kill` does with a task whose process is gone (else
+        DVC lists it as running for ever, and `dvc exp show` fails on it); with `drop`, remove it from the queue."""
+        from dvc.exceptions import DvcException
+        from dvc.repo import Repo
+
+        with Repo(str(self.root)) as repo:
+            queue = repo.experiments.celery_queue
+            with contextlib.suppress(DvcException):
+                queue.kill([name], force=True)
+            for _ in range(2 if drop else 0):  # one taken before its run was set up is in DVC's stash still:
+                try:                            # the first removal takes it from there, the second from the queue
+                    queue.remove([name])
+                except DvcException:
+                    break
 
     def collect(self) -> None:
         refs = self.refs()
@@ -352,16 +383,23 @@ class Tuner:
         now = time.monotonic()
         for number, flight in list(self.flights.items()):
             state = states.get(flight.name, "lost")
-            if state != "stalled":
+            if state not in ("taken", "dead"):
                 self.stalled.pop(number, None)
             if state == "success":
                 self.finish(flight, refs.get(flight.name))
             elif state in ("failed", "lost"):
                 self.fail(flight, "its run failed" if state == "failed" else "its run is gone from DVC's queue")
-            elif state == "stalled" and now - self.stalled.setdefault(number, now) > STALL_SECONDS:
-                # DVC's workers stop when the queue looks empty, and one's stop can take down another that has
-                # just taken a task: the task then counts as running with no process behind it, for ever
-                self.fail(flight, "DVC's queue took it but no process runs it (its queue worker stopped)")
+            elif state == "dropped" or (state in ("taken", "dead")
+                                        and now - self.stalled.setdefault(number, now) > STALL_SECONDS):
+                self.stalled.pop(number, None)
+                self.release(flight.name, drop=state != "dead")
+                if state != "dead":  # it never ran, so nothing of it runs twice: the same trial, queued again
+                    self.flights.pop(number)
+                    self.enqueue(flight)
+                    print(f"trial {number} ({flight.name}): DVC's queue took it but its queue worker stopped before "
+                          "it ran; queued again", file=sys.stderr, flush=True)
+                else:
+                    self.fail(flight, "its run ended without a result (its queue worker stopped)")
         if any(states.get(f.name) == "queued" for f in self.flights.values()) and now - self.workers_at > 10:
             self.start_workers()  # queued with no worker left (they stop when the queue looks empty)
 
@@ -428,6 +466,20 @@ def alive(info) -> bool:
         return psutil.Process(info.pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def any_alive(records) -> bool:
+    """Whether any of these dvc_task process records (JSON files) is of a process still running."""
+    from dvc_task.proc.process import ProcessInfo
+
+    for path in records:
+        try:
+            info = ProcessInfo.load(str(path))
+        except (OSError, ValueError, TypeError):  # being written, or gone
+            continue
+        if info.returncode is None and alive(info):
+            return True
+    return False
 
 
 def describe(values: dict) -> str:
