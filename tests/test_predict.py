@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from catsdogs.commands import cli
+from catsdogs.serving import predict as predict_lib
 from catsdogs.training import model as model_lib
 
 
@@ -47,7 +48,17 @@ def test_one_sentence_per_image_with_percentages_summing_to_100(trained, tmp_pat
     assert [line.split(": ")[0] for line in lines] == [str(a), str(b)]
     for line in lines:
         assert "This image is " in line and "% cat and " in line and line.endswith("% dog.")
-        assert abs(sum(percentages(line)) - 100) <= 0.011
+        assert round(sum(percentages(line)), 2) == 100
+
+
+@pytest.mark.parametrize("probabilities, said", [
+    ({"Cat": 0.999951, "Dog": 0.0000501}, "99.99% cat and 0.01% dog"),  # one by one: 100.00% and 0.01%
+    ({"Cat": 0.9999498, "Dog": 5.0172184e-05}, "99.99% cat and 0.01% dog"),  # float32's sigmoid, as predicted
+    ({"Cat": 0.5, "Dog": 0.5}, "50.00% cat and 50.00% dog"),
+    ({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}, "33.34% a, 33.33% b and 33.33% c"),  # ties: label order
+])
+def test_the_percentages_a_sentence_names_add_up_to_exactly_100(probabilities, said):
+    assert predict_lib.Result("x.jpg", probabilities).sentence() == f"x.jpg: This image is {said}."
 
 
 def test_json_output(trained, tmp_path, capsys):

@@ -37,7 +37,8 @@ class Result:
         shown = list(self.probabilities.items())
         if top is not None or len(shown) > 2:
             shown = sorted(shown, key=lambda item: -item[1])[: top or TOP]
-        parts = [f"{100 * p:.2f}% {name.lower()}" for name, p in shown]
+        rounded = hundredths(self.probabilities)
+        parts = [f"{rounded[name] // 100}.{rounded[name] % 100:02d}% {name.lower()}" for name, _ in shown]
         listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
         return f"{self.path}: This image is {listed}."
 
@@ -46,6 +47,18 @@ class Result:
             return {"path": self.path, "error": self.error}
         best = max(self.probabilities, key=self.probabilities.get)
         return {"path": self.path, "predicted": best, "probabilities": self.probabilities}
+
+
+def hundredths(probabilities: dict[str, float]) -> dict[str, int]:
+    """Each class's percentage in hundredths of a percent, rounded so that all add up to exactly 100.00% (largest
+    remainders first, ties in label order): rounded one by one, 99.9950% and 0.0050% printed as 100.00% and
+    0.01%."""
+    total = sum(probabilities.values())
+    exact = {name: 10_000 * p / total for name, p in probabilities.items()}
+    rounded = {name: int(value) for name, value in exact.items()}
+    for name in sorted(exact, key=lambda n: rounded[n] - exact[n])[: 10_000 - sum(rounded.values())]:
+        rounded[name] += 1
+    return rounded
 
 
 def expand(paths) -> list[Path]:
