@@ -21,7 +21,7 @@ from conftest import ENV, TINY_DATA, TINY_TRAINING, dvc, make_repo, run, set_par
 
 from catsdogs import params
 from catsdogs.commands import tune
-from catsdogs.tuning import link, memory, space as space_lib, study as study_lib
+from catsdogs.tuning import link, memory, report, space as space_lib, study as study_lib
 
 EPOCHS = 2
 SPACE = {"train.learning_rate": {"type": "float", "low": 1.0e-4, "high": 3.0e-2, "log": True}}
@@ -309,6 +309,26 @@ def test_the_pruner_is_asked_after_every_epoch_but_the_last(tmp_path):
     late, said, judged = reporter({2: True})
     assert said == [False] and judged and late.pruned_after is None  # the pruner would stop it, but it has run
     assert study.trials[3].intermediate_values == {2: 0.0}  # reported all the same
+
+
+def test_the_report_draws_a_param_every_trial_shares_without_a_warning(tmp_path):
+    """Two trials with the same warm-up: Optuna's parallel coordinates would warn of "identical low and high
+    ylims", which reads like a problem in `catsdogs tune --report`'s output; the figures are drawn all the same."""
+    import warnings
+
+    import optuna
+
+    study = optuna.create_study(direction="maximize")
+    space = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
+             "warmup": optuna.distributions.IntDistribution(0, 2)}
+    for lr, value in ((1e-3, 0.9), (3e-3, 0.95)):
+        study.add_trial(optuna.trial.create_trial(params={"lr": lr, "warmup": 1}, distributions=space, value=value,
+                                                  intermediate_values={1: value}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        link.quiet_optuna()  # as `catsdogs tune --report` does, opening the storage
+        written, skipped = report.figures(study, tmp_path, "final.val_acc")
+    assert {p.name for p in written} == set(report.FIGURES) and not skipped
 
 
 @pytest.fixture

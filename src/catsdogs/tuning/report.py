@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 FIGURES = {  # file name: (Optuna's plot function in optuna.visualization.matplotlib, what it shows)
@@ -27,7 +28,9 @@ def figures(study, out: Path, objective_name: str) -> tuple[list[Path], dict[str
         plt.close("all")
         try:
             kwargs = {} if function == "plot_intermediate_values" else {"target_name": objective_name}
-            axes = getattr(vis, function)(study, **kwargs)
+            with warnings.catch_warnings():  # a param every trial has the same value of: drawn all the same
+                warnings.filterwarnings("ignore", "Attempting to set identical low and high", UserWarning)
+                axes = getattr(vis, function)(study, **kwargs)
         except (ValueError, RuntimeError, ZeroDivisionError) as exc:
             skipped[name] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             continue
