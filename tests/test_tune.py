@@ -554,8 +554,8 @@ def test_a_trial_a_stopping_worker_took_but_never_ran_is_queued_again_and_dvc_ex
 
 
 def test_a_trial_dvc_calls_running_counts_as_alive_only_with_a_live_process_behind_it():
-    """DVC's queue can count a task as running after the worker that took it stopped (the tuner then fails the
-    trial after tune.STALL_SECONDS): what DVC records of the process decides."""
+    """DVC's queue can count a task as running after the worker that took it stopped (the tuner then queues the
+    trial again, or fails it if its run had started): what DVC records of the process decides."""
     from dvc_task.proc.process import ProcessInfo
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
